@@ -1,0 +1,70 @@
+//! The subcommands of `referral-broker`, one file each. Each file owns its clap arguments
+//! and a `run` function; errors become `anyhow` here, at the edge, and exit codes in [`run`].
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+pub mod keys;
+pub mod pki;
+pub mod provision;
+
+/// Routes signed cross-border referrals between hotlines and law enforcement.
+///
+/// Participants connect to RabbitMQ with mutual TLS (the certificate is the identity), every
+/// message is signed with ed25519, and every handoff is logged.
+#[derive(Debug, Parser)]
+#[command(name = "referral-broker", version, propagate_version = true)]
+pub struct Cli {
+    /// More log output (-v: debug, -vv: trace). RUST_LOG overrides it.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Signing keys: generate a participant's ed25519 key pair.
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
+    /// Development PKI: a CA, a server certificate, participant certificates.
+    #[command(subcommand)]
+    Pki(pki::PkiCommand),
+    /// Create RabbitMQ users and permissions for every participant of a registry.
+    Provision(provision::ProvisionArgs),
+}
+
+/// Exit code for bad usage or configuration (as sysexits' EX_USAGE / EX_CONFIG do).
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Logging to stderr; `RUST_LOG` wins over `-v`.
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+/// Runs one subcommand and turns its outcome into an exit code.
+pub fn run(cli: Cli) -> ExitCode {
+    let outcome = match cli.command {
+        Command::Keys(cmd) => keys::run(cmd),
+        Command::Pki(cmd) => pki::run(cmd),
+        Command::Provision(args) => provision::run(args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! referral-broker: routes signed cross-border referrals of online child sexual abuse
+//! material between hotlines and law enforcement, over AMQP with mutual TLS.
+//!
+//! # Layout
+//!
+//! Pure code (no tokio, no I/O) that the daemon, the CLI and an auditor share:
+//! - [`ids`]: newtypes for participant ids, envelope ids and key ids, parsed once at the edge.
+//! - [`wire`]: the message contract — envelope and every kind (serde types with the same
+//!   bounds as the JSON Schemas in `schemas/`), and the embedded schemas themselves.
+//! - [`signing`]: ed25519 signatures over the exact body bytes, key ids, the `x-sig` /
+//!   `x-key-id` headers.
+//! - [`registry`]: the participant registry (TOML): who is on the network, with which keys.
+//! - [`ingress`]: the ingress checks as one pure function, bytes + properties + registry +
+//!   clock → verified envelope or a rejection with a stable [`reason`] code.
+//! - [`urlnorm`]: URL normalisation, the key of URL deduplication.
+//!
+//! I/O at the edges:
+//! - [`pki`]: development CA and participant certificates (rcgen).
+//! - [`transport`]: the lapin connection over mutual TLS, topology, publishing with
+//!   confirms, consuming with manual acks, reconnection.
+//! - [`provision`]: RabbitMQ users and permissions from the registry.
+//! - [`cli`]: the subcommands of the `referral-broker` binary.
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod ids;
+pub mod ingress;
+pub mod pki;
+pub mod provision;
+pub mod reason;
+pub mod registry;
+pub mod signing;
+pub mod transport;
+pub mod urlnorm;
+pub mod wire;

@@ -1,0 +1,1 @@
+//! Schema examples checked by both the JSON Schemas and the Rust types (not yet written).

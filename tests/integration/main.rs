@@ -1,0 +1,1 @@
+//! Integration tests against the private RabbitMQ node (not yet written).
