@@ -4,7 +4,7 @@
 
 The key is RFC 8032 section 7.1 TEST 1 (a published test key, never a real one).
 Usage: python3 make_signature_vector.py ENVELOPE.json > signature.json
-ENVELOPE.json is a small valid envelope (e.g. one of schemas/referral/1/valid/); it is
+ENVELOPE.json is a small valid envelope (signature.json uses schemas/referral/1/valid/minimal.json); it is
 re-serialised as compact JSON, and those exact bytes are what is signed.
 """
 import base64
