@@ -1,0 +1,241 @@
+//! Consuming a queue with manual acknowledgements and a bounded prefetch, across
+//! reconnections.
+//!
+//! Guarantees:
+//! - Nothing is acknowledged automatically: every [`Delivery`] is acked, nacked or rejected by
+//!   the caller, and at most `prefetch` deliveries are unacknowledged at a time (`basic.qos`).
+//! - [`Consumer::next`] keeps yielding deliveries after the connection is lost and restored:
+//!   it subscribes again on the new connection. Deliveries not acknowledged before the loss
+//!   are redelivered by RabbitMQ (with `redelivered` set); acknowledging them on the old
+//!   channel fails, and that is harmless.
+//! - A refusal by the server (no read permission, no such queue) is returned as an error, both
+//!   from [`Transport::consume`](super::Transport::consume) and from `next` if it happens on
+//!   a resubscription; `next` returns `None` only once the transport is closed.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel};
+use tracing::{debug, warn};
+
+use super::connection::Transport;
+use super::error::TransportError;
+
+/// Pause before subscribing again after a failed subscription.
+const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(250);
+
+/// A subscription to one queue; see the module documentation.
+pub struct Consumer {
+    transport: Transport,
+    queue: String,
+    current: Option<Subscription>,
+    failed_last: bool,
+}
+
+struct Subscription {
+    // Kept so the channel lives as long as the subscription.
+    _channel: Channel,
+    consumer: lapin::Consumer,
+}
+
+impl std::fmt::Debug for Consumer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Consumer")
+            .field("queue", &self.queue)
+            .field("subscribed", &self.current.is_some())
+            .finish()
+    }
+}
+
+impl Consumer {
+    pub(crate) async fn start(transport: Transport, queue: &str) -> Result<Self, TransportError> {
+        let mut consumer = Self {
+            transport,
+            queue: queue.to_owned(),
+            current: None,
+            failed_last: false,
+        };
+        consumer.subscribe().await?;
+        Ok(consumer)
+    }
+
+    /// The queue this consumer reads.
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    async fn subscribe(&mut self) -> Result<(), TransportError> {
+        let config = self.transport.config();
+        let (conn, _) = self.transport.current(config.connect_timeout).await?;
+        let amqp = |op: String| move |source| TransportError::Amqp { op, source };
+        let channel = conn
+            .create_channel()
+            .await
+            .map_err(amqp("opening a consuming channel".to_owned()))?;
+        channel
+            .basic_qos(config.prefetch, BasicQosOptions::default())
+            .await
+            .map_err(amqp(format!("setting prefetch {}", config.prefetch)))?;
+        let consumer = channel
+            .basic_consume(
+                self.queue.as_str().into(),
+                "".into(),
+                BasicConsumeOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(amqp(format!("consuming queue {:?}", self.queue)))?;
+        self.current = Some(Subscription {
+            _channel: channel,
+            consumer,
+        });
+        Ok(())
+    }
+
+    /// The next delivery. Waits across reconnections; `None` once the transport is closed.
+    pub async fn next(&mut self) -> Option<Result<Delivery, TransportError>> {
+        loop {
+            if self.current.is_none() {
+                if self.failed_last {
+                    tokio::time::sleep(RESUBSCRIBE_PAUSE).await;
+                }
+                match self.subscribe().await {
+                    Ok(()) => {
+                        self.failed_last = false;
+                        debug!(queue = %self.queue, "subscribed again");
+                    }
+                    Err(TransportError::Closed) => return None,
+                    Err(e) if e.is_refusal() => {
+                        self.failed_last = true;
+                        return Some(Err(e));
+                    }
+                    Err(e) => {
+                        // Not connected yet, or lost again while subscribing: keep waiting.
+                        self.failed_last = true;
+                        debug!(queue = %self.queue, error = %e, "cannot subscribe yet");
+                        continue;
+                    }
+                }
+            }
+            let Some(sub) = self.current.as_mut() else {
+                continue;
+            };
+            match sub.consumer.next().await {
+                Some(Ok(delivery)) => return Some(Ok(Delivery { inner: delivery })),
+                Some(Err(e)) => {
+                    warn!(queue = %self.queue, error = %e, "consumer interrupted; subscribing again");
+                    self.current = None;
+                }
+                None => {
+                    debug!(queue = %self.queue, "consumer ended; subscribing again");
+                    self.current = None;
+                }
+            }
+        }
+    }
+}
+
+/// One message received. Must be acked, nacked or rejected; see the module documentation.
+#[derive(Debug)]
+pub struct Delivery {
+    inner: lapin::message::Delivery,
+}
+
+impl Delivery {
+    pub fn body(&self) -> &[u8] {
+        &self.inner.data
+    }
+
+    pub fn properties(&self) -> &BasicProperties {
+        &self.inner.properties
+    }
+
+    pub fn exchange(&self) -> &str {
+        self.inner.exchange.as_str()
+    }
+
+    pub fn routing_key(&self) -> &str {
+        self.inner.routing_key.as_str()
+    }
+
+    /// True if RabbitMQ delivered this message before (to this or another consumer).
+    pub fn redelivered(&self) -> bool {
+        self.inner.redelivered
+    }
+
+    /// The `message_id` property, if set.
+    pub fn message_id(&self) -> Option<&str> {
+        self.inner
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|s| s.as_str())
+    }
+
+    /// The `user_id` property: the authenticated sender, checked by RabbitMQ.
+    pub fn user_id(&self) -> Option<&str> {
+        self.inner.properties.user_id().as_ref().map(|s| s.as_str())
+    }
+
+    /// A header's value, if present.
+    pub fn header(&self, name: &str) -> Option<&AMQPValue> {
+        self.inner
+            .properties
+            .headers()
+            .as_ref()
+            .and_then(|h| h.inner().get(name))
+    }
+
+    fn ack_error(&self, what: &str, source: lapin::Error) -> TransportError {
+        TransportError::Amqp {
+            op: format!(
+                "{what} delivery {} of queue-bound message (it will be redelivered)",
+                self.inner.delivery_tag
+            ),
+            source,
+        }
+    }
+
+    /// Acknowledges: RabbitMQ forgets the message.
+    pub async fn ack(&self) -> Result<(), TransportError> {
+        self.inner
+            .acker
+            .ack(BasicAckOptions::default())
+            .await
+            .map(drop)
+            .map_err(|e| self.ack_error("acknowledging", e))
+    }
+
+    /// Negative acknowledgement; `requeue: false` dead-letters it (to `parked`).
+    pub async fn nack(&self, requeue: bool) -> Result<(), TransportError> {
+        let options = BasicNackOptions {
+            multiple: false,
+            requeue,
+        };
+        self.inner
+            .acker
+            .nack(options)
+            .await
+            .map(drop)
+            .map_err(|e| self.ack_error("nacking", e))
+    }
+
+    /// Rejects; `requeue: false` dead-letters it (to `parked`).
+    pub async fn reject(&self, requeue: bool) -> Result<(), TransportError> {
+        self.inner
+            .acker
+            .reject(BasicRejectOptions { requeue })
+            .await
+            .map(drop)
+            .map_err(|e| self.ack_error("rejecting", e))
+    }
+
+    /// The lapin delivery, for what this type does not expose.
+    pub fn into_inner(self) -> lapin::message::Delivery {
+        self.inner
+    }
+}
