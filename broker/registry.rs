@@ -25,7 +25,7 @@
 //! - every field is known (no typo is silently ignored), present when required and of the
 //!   right type; timestamps are RFC 3339 strings or TOML offset date-times;
 //! - participant ids parse as [`ParticipantId`] and are unique; `name` is one non-empty line;
-//! - `country` is two uppercase ASCII letters (the same rule as the wire schema's `country`),
+//! - `country` is two uppercase ASCII letters ([`CountryCode`], the wire schema's rule),
 //!   required for `hotline` and `lea`;
 //! - every public key is canonical base64 of a valid, non-weak ed25519 point; a given `id`
 //!   equals the derived [`KeyId`]; no key is registered twice, within one participant or
@@ -48,6 +48,7 @@ use thiserror::Error;
 
 use crate::ids::{KeyId, ParticipantId};
 use crate::signing::{self, SigningError};
+use crate::wire::CountryCode;
 
 /// Longest participant `name` accepted, in characters.
 pub const NAME_MAX: usize = 256;
@@ -463,14 +464,9 @@ impl Parser<'_> {
         let role: Role = role_text.parse().map_err(|e| self.err(&f.at, "role", e))?;
 
         let country = self.opt_str(&mut f, "country")?;
-        if let Some(c) = &country
-            && !(c.len() == 2 && c.bytes().all(|b| b.is_ascii_uppercase()))
-        {
-            return Err(self.err(
-                &f.at,
-                "country",
-                format!("{c:?} is not an ISO 3166-1 alpha-2 code (two uppercase letters, e.g. FR)"),
-            ));
+        if let Some(c) = &country {
+            c.parse::<CountryCode>()
+                .map_err(|e| self.err(&f.at, "country", e.to_string()))?;
         }
         if country.is_none() && matches!(role, Role::Hotline | Role::Lea) {
             return Err(self.err(
