@@ -10,6 +10,8 @@
 //! - [`signing`]: ed25519 signatures over the exact body bytes, key ids, the `x-sig` /
 //!   `x-key-id` headers.
 //! - [`registry`]: the participant registry (TOML): who is on the network, with which keys.
+//! - [`route`]: the routing table (config) and the routing decision: referral → one plan of
+//!   destinations, items and reasons.
 //! - [`ingress`]: the ingress checks as one pure function, bytes + properties + registry +
 //!   clock → verified envelope or a rejection with a stable [`reason`] code.
 //! - [`urlnorm`]: URL normalisation, the key of URL deduplication.
@@ -29,6 +31,7 @@ pub mod pki;
 pub mod provision;
 pub mod reason;
 pub mod registry;
+pub mod route;
 pub mod signing;
 pub mod transport;
 pub mod urlnorm;
