@@ -13,18 +13,21 @@ use chrono::{DateTime, SubsecRound as _, Utc};
 use crate::ids::ParticipantId;
 use crate::signing::Signer;
 
+const GENERATE_ABOUT: &str = "\
+Generate a participant's ed25519 signing key pair.
+
+Writes DIR/<ID>.key (the private key: standard base64 of the 32-byte seed, mode 0600)
+and DIR/<ID>.pub (standard base64 of the 32-byte public key), refusing to overwrite
+either. Prints the public key, its key id and a [[participant.key]] entry to paste into
+the registry under the participant's [[participant]] entry.
+
+Keep the .key file on the participant's side only; the operator needs only the .pub
+file or the printed entry.";
+
 #[derive(Debug, clap::Subcommand)]
 pub enum KeysCommand {
     /// Generate a participant's ed25519 signing key pair.
-    ///
-    /// Writes DIR/<ID>.key (the private key: standard base64 of the 32-byte seed, mode 0600)
-    /// and DIR/<ID>.pub (standard base64 of the 32-byte public key), refusing to overwrite
-    /// either. Prints the public key, its key id and a [[participant.key]] entry to paste into
-    /// the registry under the participant's [[participant]] entry.
-    ///
-    /// Keep the .key file on the participant's side only; the operator needs only the .pub
-    /// file or the printed entry.
-    #[command(verbatim_doc_comment)]
+    #[command(long_about = GENERATE_ABOUT)]
     Generate {
         /// Participant id the key is for (lowercase dotted name, e.g. fr.pointdecontact).
         #[arg(long, value_name = "ID")]
