@@ -575,4 +575,56 @@ mod tests {
             assert_eq!(serde_json::to_value(r).ok(), Some(r.as_str().into()));
         }
     }
+
+    const COUNTRIES: [&str; 7] = ["FR", "DE", "BE", "IT", "XX", "NL", "AT"];
+    const PARTICIPANTS: [&str; 10] = [
+        "fr.hotline",
+        "de.hotline-a",
+        "de.hotline-b",
+        "be.hotline",
+        "int.fallback-hotline",
+        "fr.police",
+        "de.police",
+        "int.police",
+        "int.interpol",
+        "net.broker",
+    ];
+
+    proptest::proptest! {
+        /// The guarantees of this file's documentation, on random referrals.
+        #[test]
+        fn plan_invariants(
+            items in proptest::collection::vec((0..COUNTRIES.len(), proptest::bool::ANY), 1..12),
+            urgent in proptest::bool::ANY,
+            to in proptest::option::of(0..PARTICIPANTS.len() + 1),
+            origin in 0..PARTICIPANTS.len() - 1,
+        ) {
+            let items: Vec<(&str, &str)> = items
+                .iter()
+                .map(|&(c, b)| (COUNTRIES[c], if b { "baseline" } else { "national" }))
+                .collect();
+            let to = to.map(|i| PARTICIPANTS.get(i).copied().unwrap_or("zz.nobody"));
+            let r = referral(if urgent { "urgent" } else { "normal" }, to, &items);
+            let origin = id(PARTICIPANTS[origin]);
+            let table = example_table();
+            let p = plan(&r, &origin, &table);
+            proptest::prop_assert_eq!(&p, &plan(&r, &origin, &table));
+            proptest::prop_assert!(!p.destinations.contains_key(&origin));
+            for index in 0..items.len() {
+                let routed = p
+                    .destinations
+                    .values()
+                    .filter(|list| list.iter().any(|i| i.index == index))
+                    .count();
+                let unroutable = p.unroutable.iter().filter(|u| u.index == index).count();
+                proptest::prop_assert!(unroutable <= 1);
+                proptest::prop_assert!((routed > 0) != (unroutable == 1), "item {}: {:?}", index, p);
+            }
+            for list in p.destinations.values() {
+                proptest::prop_assert!(!list.is_empty());
+                proptest::prop_assert!(list.windows(2).all(|w| w[0].index < w[1].index));
+                proptest::prop_assert!(list.iter().all(|i| !i.reasons.is_empty()));
+            }
+        }
+    }
 }
