@@ -357,6 +357,10 @@ mod tests {
         let key = decode_public_key_b64(&v.public_key_b64).unwrap_or_else(|e| panic!("{e}"));
         let sig = decode_signature_b64(&v.signature_b64).unwrap_or_else(|e| panic!("{e}"));
         assert!(verify(&key, v.body.as_bytes(), &sig).is_ok());
+        // The body is a valid envelope of the contract.
+        if let Err(e) = crate::wire::decode(v.body.as_bytes()) {
+            panic!("signature.json body does not decode: {e}");
+        }
         // One byte more (a trailing newline) and it no longer verifies: bytes, not JSON.
         assert!(verify(&key, format!("{}\n", v.body).as_bytes(), &sig).is_err());
     }
