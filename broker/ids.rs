@@ -88,7 +88,10 @@ impl FromStr for EnvelopeId {
         if s.len() == 36 {
             // Only the canonical lowercase hyphenated form, so one id has one spelling.
             let u = uuid::Uuid::try_parse(s).map_err(|_| bad())?;
-            if u.get_version_num() != 7 || u.hyphenated().to_string() != s {
+            if u.get_version_num() != 7
+                || u.get_variant() != uuid::Variant::RFC4122
+                || u.hyphenated().to_string() != s
+            {
                 return Err(bad());
             }
             return Ok(Self(s.to_owned()));
@@ -124,7 +127,10 @@ impl KeyId {
 impl FromStr for KeyId {
     type Err = IdError;
     fn from_str(s: &str) -> Result<Self, IdError> {
-        if s.len() == 16 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if s.len() == 16
+            && s.bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             Ok(Self(s.to_owned()))
         } else {
             Err(IdError::Key(s.to_owned()))
@@ -167,13 +173,25 @@ mod tests {
 
     #[test]
     fn participant_ids() {
-        for ok in ["fr.pointdecontact", "int.interpol", "de.eco", "us.ncmec-2", "a.b.c"] {
+        for ok in [
+            "fr.pointdecontact",
+            "int.interpol",
+            "de.eco",
+            "us.ncmec-2",
+            "a.b.c",
+        ] {
             assert!(ok.parse::<ParticipantId>().is_ok(), "{ok}");
         }
-        for bad in ["", "fr", "Fr.x", "fr..x", "fr.-x", "fr.x-", ".fr", "fr.", "fr x.y", "fr_x.y"] {
+        for bad in [
+            "", "fr", "Fr.x", "fr..x", "fr.-x", "fr.x-", ".fr", "fr.", "fr x.y", "fr_x.y",
+        ] {
             assert!(bad.parse::<ParticipantId>().is_err(), "{bad}");
         }
-        assert!(format!("a.{}", "b".repeat(63)).parse::<ParticipantId>().is_err());
+        assert!(
+            format!("a.{}", "b".repeat(63))
+                .parse::<ParticipantId>()
+                .is_err()
+        );
     }
 
     #[test]
@@ -181,8 +199,9 @@ mod tests {
         let v7 = EnvelopeId::new_v7();
         assert_eq!(v7.as_str().parse::<EnvelopeId>().as_ref(), Ok(&v7));
         assert!("01ARZ3NDEKTSV4RRFFQ69G5FAV".parse::<EnvelopeId>().is_ok());
-        // v4, upper-case v7, lower-case ULID, garbage.
+        // v4, upper-case v7, v7 with the wrong variant bits, lower-case ULID, garbage.
         for bad in [
+            "0192f0c1-7c3a-7b1e-cc2d-3e4f5a6b7c8d",
             "f47ac10b-58cc-4372-a567-0e02b2c3d479",
             "0192F0C1-7C3A-7B1E-8C2D-3E4F5A6B7C8D",
             "01arz3ndektsv4rrffq69g5fav",

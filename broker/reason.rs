@@ -1,6 +1,6 @@
 //! Stable reason codes: why the broker refused or held back a message.
 //!
-//! A code is part of the wire contract (`notice.reason` in `schemas/notice/1.schema.json`,
+//! A code is part of the wire contract (`body.code` of a notice, `schemas/notice/1.schema.json`,
 //! listed in `schemas/README.md`): once published it never changes meaning and is never
 //! reused. Add new codes at the end; never rename one.
 //!
@@ -126,7 +126,9 @@ impl ReasonCode {
             Self::MissingUserId => "The message has no user_id property, so its sender is unknown.",
             Self::UnknownParticipant => "The sender is not a participant of this network.",
             Self::MissingSignature => "The x-sig or x-key-id header is missing or malformed.",
-            Self::UnknownKey => "The signing key named in x-key-id is not registered for the sender.",
+            Self::UnknownKey => {
+                "The signing key named in x-key-id is not registered for the sender."
+            }
             Self::KeyNotYetValid => "The signing key is not valid yet.",
             Self::KeyExpired => "The signing key has expired.",
             Self::KeyRevoked => "The signing key has been revoked.",
@@ -135,15 +137,21 @@ impl ReasonCode {
             Self::InvalidJson => "The message body is not valid JSON.",
             Self::TooDeep => "The JSON is nested more than 16 levels deep.",
             Self::SchemaViolation => "The message does not match the schema of its kind.",
-            Self::PropertyMismatch => "The AMQP type or message_id property does not match the envelope.",
+            Self::PropertyMismatch => {
+                "The AMQP type or message_id property does not match the envelope."
+            }
             Self::OriginMismatch => "The envelope origin is not the authenticated sender.",
             Self::Replayed => "A message with this envelope id was already received.",
             Self::ClockSkew => "The message's created_at is too far from the broker's clock.",
             Self::Unroutable => "No destination could be found for an item.",
             Self::NotAuthorized => "The sender may not report on this referral.",
             Self::UnknownReferral => "The referral named is not known to the broker.",
-            Self::RateLimited => "The sender is over its rate limit; messages will be processed later.",
-            Self::Duplicate => "The URL is already open at the destination; it was not forwarded again.",
+            Self::RateLimited => {
+                "The sender is over its rate limit; messages will be processed later."
+            }
+            Self::Duplicate => {
+                "The URL is already open at the destination; it was not forwarded again."
+            }
         }
     }
 }
