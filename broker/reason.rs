@@ -37,10 +37,10 @@ pub enum ReasonCode {
     BadSignature,
     /// The body is not valid UTF-8.
     InvalidUtf8,
+    /// The JSON nests deeper than the contract allows (16); checked before parsing.
+    TooDeep,
     /// The body is not well-formed JSON.
     InvalidJson,
-    /// The JSON nests deeper than the contract allows (16).
-    TooDeep,
     /// The JSON does not match the schema of its kind (detail names the field).
     SchemaViolation,
     /// AMQP properties disagree with the envelope (`type` ≠ kind, `message_id` ≠ id).
@@ -77,8 +77,8 @@ impl ReasonCode {
         Self::KeyRevoked,
         Self::BadSignature,
         Self::InvalidUtf8,
-        Self::InvalidJson,
         Self::TooDeep,
+        Self::InvalidJson,
         Self::SchemaViolation,
         Self::PropertyMismatch,
         Self::OriginMismatch,
