@@ -21,6 +21,7 @@
 //! - [`transport`]: the lapin connection over mutual TLS, topology, publishing with
 //!   confirms, consuming with manual acks, reconnection.
 //! - [`provision`]: RabbitMQ users and permissions from the registry.
+//! - [`store`]: the audit log (write-ahead log, group commit) and the sled indexes derived from it.
 //! - [`cli`]: the subcommands of the `referral-broker` binary.
 #![forbid(unsafe_code)]
 
@@ -33,6 +34,7 @@ pub mod reason;
 pub mod registry;
 pub mod route;
 pub mod signing;
+pub mod store;
 pub mod transport;
 pub mod urlnorm;
 pub mod wire;

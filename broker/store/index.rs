@@ -1,0 +1,3 @@
+//! (being written)
+#[allow(dead_code)]
+pub(super) struct Index;

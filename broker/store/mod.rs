@@ -1,0 +1,379 @@
+//! The broker's store: the audit log (the write-ahead log and the source of truth), the sled
+//! indexes derived from it, and message bodies under retention. The rest of the broker sees
+//! typed operations ([`Store`], [`LogReader`]), never files or trees.
+//!
+//! # Layout of a data directory
+//!
+//! - `log/<first seq, 20 digits>.seg`: append-only segment files (a new one after
+//!   [`StoreConfig::segment_bytes`]) of frames `len: u32 LE | check: u32 LE | entry bytes`,
+//!   where `check` is the first 4 bytes of the entry's leaf hash. Entry bytes: [`entry`].
+//! - `index/`: sled, derived from the log; holds the last seq it reflects.
+//! - `bodies/`: sled, message bytes by SHA-256 with the time stored; not derived from the log
+//!   (entries keep only hashes), kept until `audit purge`.
+//!
+//! # Writing: group commit
+//!
+//! [`Store::append`] hands entries to one writer thread, which takes every request waiting
+//! (up to [`StoreConfig::commit_max_entries`]), assigns seqs and times, writes the frames
+//! with one `write`, makes them durable with one `sync_data`, applies them to the indexes,
+//! and only then answers every caller of the batch. Throughput comes from many callers
+//! sharing one fsync, never from answering before it. If the write or the fsync fails,
+//! every caller of the batch gets the error, the segment is cut back to its last durable
+//! length, and after a failed fsync the store refuses all further writes
+//! ([`StoreError::Poisoned`]): the page cache can no longer be trusted, a restart rescans.
+//!
+//! # After a crash, guaranteed
+//!
+//! - Every entry whose `append` returned `Ok` is durable, in order, with its seq.
+//! - A torn tail (a batch written but not fully fsynced, hence never acknowledged) is
+//!   detected by its length/check and truncated on open. Damage anywhere else (a bad frame
+//!   followed by more than one batch of data, or in a segment that is not the last) is an
+//!   error ([`StoreError::Corrupt`]), never silently skipped.
+//! - sled is at worst behind the log: it records the last seq it applied in the same atomic
+//!   batch as the effects of that entry, and open replays every entry after it. Each entry
+//!   is applied exactly once. A lost or damaged `index/` costs a rebuild
+//!   ([`rebuild_index`]), never evidence.
+//!
+//! # Not guaranteed
+//!
+//! - An entry can be durable although what it records was not acked or, for `routed`, not
+//!   yet published: the ingress message is redelivered and the daemon resumes from the
+//!   envelope's recorded outcome. Between a confirmed publish and its durable `delivered`
+//!   entry a crash means the message is published again (the participant client drops the
+//!   second copy by envelope id).
+//! - [`Store::url_check_and_open`] writes its reservation straight to sled, ahead of the
+//!   log. After a crash the reservation may be lost (the referral, not yet acked, is
+//!   redelivered and checks again) or survive without a `routed` entry (it is the same
+//!   referral's on redelivery: a check by the referral holding the key answers `Opened`).
+//! - Bodies are flushed with the batch but are not evidence: a body lost in a crash belongs
+//!   to a message not yet acked, which is redelivered and stored again.
+//! - One process at a time: sled locks `index/`; a second [`Store::open`] fails with
+//!   [`StoreError::Index`]. A [`LogReader`] takes no lock and can read a live log (it stops
+//!   at the first incomplete frame).
+
+mod bodies;
+pub mod entry;
+mod index;
+mod reader;
+pub mod records;
+mod segment;
+mod tree;
+mod writer;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use thiserror::Error;
+
+pub use entry::{
+    CheckpointEvent, Delivered, Duplicate, DuplicateItem, Entry, EntryError, Event, HashRef,
+    ItemFacts, KeyChange, MAX_ENTRY_BYTES, NewEntry, NoticeSent, ParticipantChange, PurgeEvent,
+    ReceiptEvent, Received, Rejected, RetractionEvent, Routed, Seq, Sha256Digest, StatusEvent,
+    UrlKey,
+};
+pub use reader::{LogEntry, LogReader};
+pub use records::{
+    CheckpointRecord, DestinationOutcome, EntryPos, EnvelopeRecord, HashSighting, NoticeRecord,
+    QuarantineRecord, ReferralRecord, TreeHead, UrlCheck, UrlKeyRecord,
+};
+
+use crate::ids::{EnvelopeId, ParticipantId};
+
+/// Store settings (the `[store]` table of the daemon's config). Every field has a default.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// sled's page cache, bytes (sled: "a bounded cache"). Default 256 MiB.
+    pub cache_capacity: u64,
+    /// A segment file is closed and a new one started once it reaches this size. 64 MiB.
+    pub segment_bytes: u64,
+    /// Most entries one group commit writes. Default 4096.
+    pub commit_max_entries: usize,
+    /// How long the writer waits for more requests after the first one of a batch, in
+    /// microseconds. 0 (default): no wait; requests that arrive during an fsync form the
+    /// next batch anyway.
+    pub commit_wait_us: u64,
+    /// Flush sled (and the body store) after applying each batch, before answering
+    /// (default true; see the module documentation for why correctness does not depend on it).
+    pub flush_index_each_batch: bool,
+    /// A checkpoint is due after this many entries since the last one (default 1000).
+    pub checkpoint_every_entries: u64,
+    /// … or this many seconds (default 300), whichever comes first.
+    pub checkpoint_every_secs: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            cache_capacity: 256 * 1024 * 1024,
+            segment_bytes: 64 * 1024 * 1024,
+            commit_max_entries: 4096,
+            commit_wait_us: 0,
+            flush_index_each_batch: true,
+            checkpoint_every_entries: 1000,
+            checkpoint_every_secs: 300,
+        }
+    }
+}
+
+impl StoreConfig {
+    pub fn commit_wait(&self) -> Duration {
+        Duration::from_micros(self.commit_wait_us)
+    }
+}
+
+/// Why a store operation failed.
+#[derive(Debug, Clone, Error)]
+pub enum StoreError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: Arc<std::io::Error>,
+    },
+    #[error(
+        "the index database {path}: {message} (is another referral-broker using this data \
+         directory? a damaged index can be rebuilt with `audit rebuild-index`)"
+    )]
+    Index { path: PathBuf, message: String },
+    #[error(
+        "log segment {path} is damaged at byte {offset}: {why}; this is not a torn tail \
+         (refusing to drop evidence)"
+    )]
+    Corrupt {
+        path: PathBuf,
+        offset: u64,
+        why: String,
+    },
+    #[error("entry {seq}: {source}")]
+    BadEntry { seq: Seq, source: EntryError },
+    #[error("the log has a gap: expected seq {expected}, found {found} in {path}")]
+    Gap {
+        path: PathBuf,
+        expected: u64,
+        found: u64,
+    },
+    #[error("writing the audit log failed, nothing of this batch was committed: {0}")]
+    WriteFailed(String),
+    #[error("the store refuses writes after an earlier failure ({0}); restart to rescan the log")]
+    Poisoned(String),
+    #[error("the store is closed")]
+    Closed,
+    #[error("entry rejected before writing: {0}")]
+    Entry(#[from] EntryError),
+}
+
+#[allow(dead_code)]
+impl StoreError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        Self::Io {
+            path: path.to_owned(),
+            source: Arc::new(source),
+        }
+    }
+}
+
+/// The store of one data directory. Cheap to clone (shared); every clone talks to the same
+/// writer. Reads go straight to sled and are quick synchronous calls.
+#[derive(Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[allow(dead_code)] // filled in by the next commit
+struct Inner {
+    dir: PathBuf,
+    config: StoreConfig,
+    index: index::Index,
+    bodies: bodies::Bodies,
+    writer: writer::Handle,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("dir", &self.inner.dir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What [`Store::open`] found and did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenReport {
+    /// Entries in the log (= tree size).
+    pub entries: u64,
+    /// Entries replayed into sled because it was behind.
+    pub replayed: u64,
+    /// Bytes of a torn tail that were truncated (0 normally).
+    pub truncated_bytes: u64,
+}
+
+/// What [`Store::purge_bodies`] dropped.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurgeReport {
+    pub bodies: u64,
+    pub bytes: u64,
+    /// The `purge` entry that records it.
+    pub entry: Seq,
+}
+
+impl Store {
+    /// Opens (creating if needed) the data directory `dir`: scans the log, truncates a torn
+    /// tail, opens sled and replays the entries it has not seen, starts the writer thread.
+    /// `progress` is called with (done, total) during the replay.
+    pub fn open(
+        dir: &Path,
+        config: StoreConfig,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<(Self, OpenReport), StoreError> {
+        let _ = (dir, config, progress);
+        todo!()
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.inner.dir
+    }
+
+    /// The settings it was opened with.
+    pub fn config(&self) -> &StoreConfig {
+        &self.inner.config
+    }
+
+    /// Appends `entries` (in this order, consecutive seqs) and returns once they are durable
+    /// and applied to the indexes. Many concurrent calls share one fsync.
+    pub async fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<Entry>, StoreError> {
+        let _ = entries;
+        todo!()
+    }
+
+    /// [`Self::append`] for synchronous callers (CLI, tests). Must not be called from inside
+    /// an async runtime's worker thread.
+    pub fn append_blocking(&self, entries: Vec<NewEntry>) -> Result<Vec<Entry>, StoreError> {
+        let _ = entries;
+        todo!()
+    }
+
+    /// The tree head covering every durable entry.
+    pub fn tree_head(&self) -> TreeHead {
+        todo!()
+    }
+
+    /// A tree head if a checkpoint is due by [`StoreConfig::checkpoint_every_entries`] /
+    /// `checkpoint_every_secs` (counted from the latest `checkpoint` entry), else `None`.
+    pub fn checkpoint_due(&self, now: DateTime<Utc>) -> Option<TreeHead> {
+        let _ = now;
+        todo!()
+    }
+
+    /// What was recorded for this envelope id, if anything.
+    pub fn envelope(&self, id: &EnvelopeId) -> Result<Option<EnvelopeRecord>, StoreError> {
+        let _ = id;
+        todo!()
+    }
+
+    /// Atomically: if `key` is closed or unknown at `destination` (or already opened by this
+    /// same `referral`), open it with `referral` as first and answer [`UrlCheck::Opened`];
+    /// otherwise answer [`UrlCheck::Duplicate`]. Two concurrent calls for the same key and
+    /// different referrals never both get `Opened`. The daemon then appends `routed` (or
+    /// `duplicate`) entries, which make the decision part of the log.
+    pub fn url_check_and_open(
+        &self,
+        destination: &ParticipantId,
+        key: &UrlKey,
+        referral: &EnvelopeId,
+        now: DateTime<Utc>,
+    ) -> Result<UrlCheck, StoreError> {
+        let _ = (destination, key, referral, now);
+        todo!()
+    }
+
+    /// The state of `key` at `destination`, without changing it.
+    pub fn url_key(
+        &self,
+        destination: &ParticipantId,
+        key: &UrlKey,
+    ) -> Result<Option<UrlKeyRecord>, StoreError> {
+        let _ = (destination, key);
+        todo!()
+    }
+
+    /// The first sighting of a content hash (from `received` entries of referrals).
+    pub fn hash_sighting(&self, hash: &HashRef) -> Result<Option<HashSighting>, StoreError> {
+        let _ = hash;
+        todo!()
+    }
+
+    /// What is known of a referral: origin, items, destinations.
+    pub fn referral(&self, id: &EnvelopeId) -> Result<Option<ReferralRecord>, StoreError> {
+        let _ = id;
+        todo!()
+    }
+
+    /// Every entry about this envelope (its own entries, and receipts, statuses and
+    /// retractions naming it as referral), in log order, read back from the log.
+    pub fn entries_of(&self, id: &EnvelopeId) -> Result<Vec<Entry>, StoreError> {
+        let _ = id;
+        todo!()
+    }
+
+    /// The latest checkpoint entry, if any.
+    pub fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError> {
+        todo!()
+    }
+
+    /// Every checkpoint entry, oldest first.
+    pub fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
+        todo!()
+    }
+
+    /// Quarantine records (rejected messages), oldest first, at most `limit`.
+    pub fn quarantine(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError> {
+        let _ = limit;
+        todo!()
+    }
+
+    /// Keeps message bytes under retention, keyed by their SHA-256 (returned). Call before
+    /// appending the entry that names the hash; it is flushed with that batch.
+    pub fn put_body(&self, bytes: &[u8], now: DateTime<Utc>) -> Result<Sha256Digest, StoreError> {
+        let _ = (bytes, now);
+        todo!()
+    }
+
+    /// Message bytes by SHA-256, while retained.
+    pub fn body(&self, sha256: &Sha256Digest) -> Result<Option<Vec<u8>>, StoreError> {
+        let _ = sha256;
+        todo!()
+    }
+
+    /// Drops every body stored before `older_than` and appends a `purge` entry saying so.
+    /// Entries keep their hashes: the log still verifies.
+    pub fn purge_bodies(&self, older_than: DateTime<Utc>) -> Result<PurgeReport, StoreError> {
+        let _ = older_than;
+        todo!()
+    }
+
+    /// A reader of this store's log (for `audit verify`/`prove`).
+    pub fn reader(&self) -> LogReader {
+        todo!()
+    }
+
+    /// Finishes every append already accepted, flushes sled and the bodies, stops the writer.
+    /// Later appends fail with [`StoreError::Closed`].
+    pub async fn close(&self) -> Result<(), StoreError> {
+        todo!()
+    }
+}
+
+/// Deletes `dir/index` and rebuilds it from the log alone; `progress(done, total)`.
+/// The store must not be open (the daemon stopped).
+pub fn rebuild_index(
+    dir: &Path,
+    config: StoreConfig,
+    progress: &mut dyn FnMut(u64, u64),
+) -> Result<OpenReport, StoreError> {
+    let _ = (dir, config, progress);
+    todo!()
+}
