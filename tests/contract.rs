@@ -140,6 +140,9 @@ fn every_example_agrees_with_its_folder_for_schema_and_types() {
         };
         let bytes = read(path);
         let instance = read_json(path);
+        if schema == ATTESTATION_SCHEMA {
+            wrong.extend(attestation_disagreements(&name, &bytes, *expect_valid));
+        }
         let by_schema = validator.validate(&instance);
         if by_schema.is_ok() != *expect_valid {
             let why = by_schema
@@ -150,6 +153,9 @@ fn every_example_agrees_with_its_folder_for_schema_and_types() {
                 verdict(!expect_valid),
                 why.unwrap_or_default()
             ));
+        }
+        if schema == ATTESTATION_SCHEMA {
+            continue; // A header value, not an envelope: checked above.
         }
         let by_decode = wire::decode(&bytes);
         if by_decode.is_ok() != *expect_valid {
@@ -196,6 +202,40 @@ fn every_example_agrees_with_its_folder_for_schema_and_types() {
     );
 }
 
+/// The attestation (`x-attestation` header, not an envelope) has a schema of its own.
+const ATTESTATION_SCHEMA: &str = "attestation/1.schema.json";
+
+/// An attestation example through `Attestation::decode` (schema + types) and
+/// `Attestation::decode_value` (types alone); a valid one round-trips through `to_bytes`.
+fn attestation_disagreements(name: &str, bytes: &[u8], expect_valid: bool) -> Vec<String> {
+    use referral_broker::wire::attestation::Attestation;
+    let mut wrong = Vec::new();
+    let by_decode = Attestation::decode(bytes);
+    if by_decode.is_ok() != expect_valid {
+        wrong.push(format!(
+            "{name}: Attestation::decode says {} ({:?})",
+            verdict(!expect_valid),
+            by_decode.as_ref().err()
+        ));
+    }
+    let value: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
+    let by_types = Attestation::decode_value(value);
+    if by_types.is_ok() != expect_valid {
+        wrong.push(format!(
+            "{name}: Attestation::decode_value (types alone) says {} ({:?})",
+            verdict(!expect_valid),
+            by_types.as_ref().err()
+        ));
+    }
+    if let Ok(a) = by_decode {
+        let again = a.to_bytes().map(|b| Attestation::decode(&b));
+        if !matches!(&again, Ok(Ok(back)) if *back == a) {
+            wrong.push(format!("{name}: decode(to_bytes(a)) != a ({again:?})"));
+        }
+    }
+    wrong
+}
+
 fn verdict(valid: bool) -> &'static str {
     if valid { "valid" } else { "invalid" }
 }
@@ -209,6 +249,7 @@ fn every_schema_is_draft_2020_12_with_the_id_of_its_path_and_is_embedded() {
                 .iter()
                 .map(|k| format!("{}/1.schema.json", k.as_str())),
         )
+        .chain(std::iter::once(ATTESTATION_SCHEMA.to_owned()))
         .collect();
     let found: BTreeSet<String> = files.iter().map(|(p, _)| p.clone()).collect();
     assert_eq!(found, expected, "schema files on disk");
@@ -221,7 +262,10 @@ fn every_schema_is_draft_2020_12_with_the_id_of_its_path_and_is_embedded() {
         if let Err(e) = jsonschema::draft202012::meta::validate(doc) {
             panic!("{path} is not a valid draft 2020-12 schema: {e}");
         }
-        let embedded = wire::schema::SOURCES.iter().find(|(p, _)| p == path);
+        let embedded = wire::schema::SOURCES
+            .iter()
+            .chain(&[(ATTESTATION_SCHEMA, wire::attestation::SCHEMA)])
+            .find(|(p, _)| p == path);
         let on_disk = std::fs::read_to_string(schemas_dir().join(path)).unwrap_or_default();
         assert_eq!(
             embedded.map(|(_, text)| *text),
@@ -235,7 +279,8 @@ fn every_schema_is_draft_2020_12_with_the_id_of_its_path_and_is_embedded() {
 fn enough_examples_per_kind() {
     let all = examples();
     let dirs = std::iter::once("envelope".to_owned())
-        .chain(Kind::ALL.iter().map(|k| format!("{}/1", k.as_str())));
+        .chain(Kind::ALL.iter().map(|k| format!("{}/1", k.as_str())))
+        .chain(std::iter::once("attestation/1".to_owned()));
     for dir in dirs {
         let count = |valid: bool| {
             all.iter()

@@ -19,6 +19,7 @@
 //! - Round trip: `decode(&e.to_bytes()) == Ok(e)` for every valid `e`. The bytes are not
 //!   canonical (the signature covers the bytes as sent; nothing is ever re-serialised to verify).
 
+pub mod attestation;
 pub mod check;
 pub mod checkpoint;
 pub mod country;
