@@ -22,12 +22,15 @@
 //!   confirms, consuming with manual acks, reconnection.
 //! - [`provision`]: RabbitMQ users and permissions from the registry.
 //! - [`store`]: the audit log (write-ahead log, group commit) and the sled indexes derived from it.
+//! - [`participant`]: the participant side, a library a hotline embeds: sign and send, read the
+//!   inbox verifying origin and attestation, hand each message over exactly once.
 //! - [`cli`]: the subcommands of the `referral-broker` binary.
 #![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod ids;
 pub mod ingress;
+pub mod participant;
 pub mod pki;
 pub mod provision;
 pub mod reason;
