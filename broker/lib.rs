@@ -15,6 +15,8 @@
 //! - [`ingress`]: the ingress checks as one pure function, bytes + properties + registry +
 //!   clock → verified envelope or a rejection with a stable [`reason`] code.
 //! - [`urlnorm`]: URL normalisation, the key of URL deduplication.
+//! - [`audit`]: the Merkle tree (RFC 9162), inclusion/consistency proofs, signed checkpoints
+//!   (C2SP signed note) and evidence bundles, verified without I/O.
 //!
 //! I/O at the edges:
 //! - [`pki`]: development CA and participant certificates (rcgen).
@@ -27,6 +29,7 @@
 //! - [`cli`]: the subcommands of the `referral-broker` binary.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod ids;
 pub mod ingress;
