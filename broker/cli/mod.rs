@@ -8,6 +8,9 @@ use clap::{Parser, Subcommand};
 pub mod keys;
 pub mod pki;
 pub mod provision;
+pub mod submit;
+pub mod inbox;
+pub mod status_update;
 
 /// Routes signed cross-border referrals between hotlines and law enforcement.
 ///
@@ -33,6 +36,12 @@ pub enum Command {
     Pki(pki::PkiCommand),
     /// Create RabbitMQ users and permissions for every participant of a registry.
     Provision(provision::ProvisionArgs),
+    /// Sign and send a referral (or retraction, receipt, status) as a participant.
+    Submit(submit::SubmitArgs),
+    /// Read your inbox: verify each message, print it, send receipts, acknowledge.
+    Inbox(inbox::InboxArgs),
+    /// Report what happened to one item of a referral you received.
+    StatusUpdate(status_update::StatusUpdateArgs),
 }
 
 /// Exit code for bad usage or configuration (as sysexits' EX_USAGE / EX_CONFIG do).
@@ -59,6 +68,9 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Pki(cmd) => pki::run(cmd),
         Command::Provision(args) => provision::run(args),
+        Command::Submit(args) => submit::run(args),
+        Command::Inbox(args) => inbox::run(args),
+        Command::StatusUpdate(args) => status_update::run(args),
     };
     match outcome {
         Ok(code) => code,

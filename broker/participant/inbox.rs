@@ -100,7 +100,7 @@ pub struct RefusedDelivery {
 #[derive(Debug)]
 #[must_use = "call handed_over() once the message is stored, or give_back()"]
 pub struct Pending {
-    received: Received,
+    received: Box<Received>,
     acker: Acker,
     data: Arc<DataDir>,
 }
@@ -121,7 +121,7 @@ impl Pending {
             },
         )?;
         ack(&self.acker, id.as_str()).await?;
-        Ok(self.received)
+        Ok(*self.received)
     }
 
     /// The caller's system cannot take it now: back to the queue, to be delivered again.
@@ -138,7 +138,7 @@ impl Pending {
 }
 
 fn amqp(op: &str, source: lapin::Error) -> ParticipantError {
-    ParticipantError::Transport(TransportError::Amqp {
+    ParticipantError::from(TransportError::Amqp {
         op: op.to_owned(),
         source,
     })
@@ -313,13 +313,13 @@ impl Inbox {
         }
         debug!(envelope = %id, kind = %genuine.envelope.kind, "genuine");
         Ok(InboxEvent::Message(Pending {
-            received: Received {
+            received: Box::new(Received {
                 envelope: genuine.envelope,
                 bytes: delivery.data,
                 key_id: genuine.key_id,
                 attestation: genuine.attestation,
                 redelivered: delivery.redelivered,
-            },
+            }),
             acker: delivery.acker,
             data: self.data.clone(),
         }))

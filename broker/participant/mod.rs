@@ -72,11 +72,23 @@ pub enum ParticipantError {
     #[error("invalid envelope: {0}")]
     Invalid(String),
     #[error(transparent)]
-    Transport(#[from] TransportError),
+    Transport(Box<TransportError>),
     #[error("sending failed: {0}")]
-    Publish(#[from] PublishError),
+    Publish(Box<PublishError>),
     #[error(transparent)]
     DataDir(#[from] DataDirError),
+}
+
+impl From<TransportError> for ParticipantError {
+    fn from(e: TransportError) -> Self {
+        Self::Transport(Box::new(e))
+    }
+}
+
+impl From<PublishError> for ParticipantError {
+    fn from(e: PublishError) -> Self {
+        Self::Publish(Box::new(e))
+    }
 }
 
 impl ParticipantError {
@@ -90,7 +102,7 @@ impl ParticipantError {
         match self {
             Self::Config(_) | Self::Setup(_) => true,
             Self::Transport(e) => matches!(
-                e,
+                **e,
                 TransportError::ReadFile { .. }
                     | TransportError::BadPem { .. }
                     | TransportError::Config(_)

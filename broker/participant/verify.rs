@@ -244,16 +244,16 @@ pub fn verify_delivery(
             envelope.id
         );
     }
-    if let Some(claimed) = meta.origin {
-        if claimed != envelope.origin.as_str() {
-            refuse!(
-                Problem::PropertyMismatch,
-                "the {} header says {:?}, the signed envelope {}",
-                HEADER_ORIGIN,
-                claimed.chars().take(64).collect::<String>(),
-                envelope.origin
-            );
-        }
+    if let Some(claimed) = meta.origin
+        && claimed != envelope.origin.as_str()
+    {
+        refuse!(
+            Problem::PropertyMismatch,
+            "the {} header says {:?}, the signed envelope {}",
+            HEADER_ORIGIN,
+            claimed.chars().take(64).collect::<String>(),
+            envelope.origin
+        );
     }
     let body_sha256 = attestation::sha256_hex(body);
     let from_broker = envelope.origin == registry.broker().id;
