@@ -1,3 +1,537 @@
-//! (being written)
-#[allow(dead_code)]
-pub(super) struct Index;
+//! The sled indexes, derived from the log: how each entry changes them ([`Index::apply`]),
+//! the reads the broker makes, and the one write that is not an entry's effect, the URL
+//! reservation of [`Index::url_check_and_open`].
+//!
+//! Everything lives in one sled tree under one-letter prefixes, so that the effects of a
+//! batch of entries and the `applied` marker (how many entries are reflected, and the tree
+//! frontier at that size) go down in one atomic `apply_batch`: after a crash sled holds a
+//! prefix of its batches, so each entry is applied exactly once by replay.
+//!
+//! | prefix | key | value |
+//! | --- | --- | --- |
+//! | `m` | — | [`Meta`]: applied count and frontier |
+//! | `e` | envelope id | [`EnvelopeRecord`] |
+//! | `u` | destination `0x00` url key (32 bytes) | [`UrlKeyRecord`] |
+//! | `h` | algorithm `0x00` value | [`HashSighting`] |
+//! | `r` | referral id | [`ReferralRecord`] |
+//! | `p` | envelope id `0x00` seq (8 bytes BE) | [`EntryPos`] of an entry about it |
+//! | `c` | seq (8 bytes BE) | [`CheckpointRecord`] |
+//! | `q` | seq (8 bytes BE) | [`QuarantineRecord`] |
+//!
+//! URL keys: the reservation and the entries' effects are serialised by one lock, and the
+//! rules make them commute — a `routed` entry for the referral already holding the key
+//! changes nothing; a `duplicate` counts a report; `removed` and retraction close the key
+//! only if it is held by the referral they are about.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use chrono::{DateTime, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::StoreError;
+use super::entry::{Entry, Event, HashRef, UrlKey};
+use super::records::{
+    CheckpointRecord, EntryPos, EnvelopeRecord, HashSighting, NoticeRecord, QuarantineRecord,
+    ReferralRecord, UrlCheck, UrlKeyRecord,
+};
+use super::tree::Frontier;
+use crate::ids::{EnvelopeId, ParticipantId};
+use crate::wire::{Kind, State};
+
+const META: &[u8] = b"m";
+
+/// What sled reflects of the log.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(super) struct Meta {
+    /// Entries applied: seqs `0..applied`.
+    pub applied: u64,
+    /// The tree's right edge at `applied`.
+    pub frontier: Frontier,
+}
+
+fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let mut k = vec![prefix];
+    for (i, p) in parts.iter().enumerate() {
+        if i > 0 {
+            k.push(0);
+        }
+        k.extend_from_slice(p);
+    }
+    k
+}
+
+fn env_key(id: &EnvelopeId) -> Vec<u8> {
+    key(b'e', &[id.as_str().as_bytes()])
+}
+
+fn url_key(dest: &ParticipantId, k: &UrlKey) -> Vec<u8> {
+    key(b'u', &[dest.as_str().as_bytes(), &k.0])
+}
+
+fn hash_key(h: &HashRef) -> Vec<u8> {
+    key(b'h', &[h.algorithm.as_str().as_bytes(), h.value.as_bytes()])
+}
+
+fn referral_key(id: &EnvelopeId) -> Vec<u8> {
+    key(b'r', &[id.as_str().as_bytes()])
+}
+
+fn pos_prefix(id: &EnvelopeId) -> Vec<u8> {
+    let mut k = key(b'p', &[id.as_str().as_bytes()]);
+    k.push(0);
+    k
+}
+
+fn seq_key(prefix: u8, seq: u64) -> Vec<u8> {
+    key(prefix, &[&seq.to_be_bytes()])
+}
+
+/// The index database.
+pub(super) struct Index {
+    db: sled::Db,
+    path: PathBuf,
+    /// Serialises URL key reservations with the writer's application of entries.
+    url_lock: Mutex<()>,
+}
+
+/// Reads through the writes of a batch not yet applied.
+struct Overlay<'a> {
+    index: &'a Index,
+    writes: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl Overlay<'_> {
+    fn get<T: DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.writes.get(k) {
+            Some(v) => self.index.decode(k, v).map(Some),
+            None => self.index.get(k),
+        }
+    }
+
+    fn put<T: Serialize>(&mut self, k: Vec<u8>, v: &T) {
+        // Index records are plain structs with string keys: serialising cannot fail.
+        let bytes = serde_json::to_vec(v).expect("index records always serialise");
+        self.writes.insert(k, bytes);
+    }
+}
+
+impl Index {
+    /// Opens (creating) the sled database at `path` with a bounded page cache.
+    pub fn open(path: &Path, cache_capacity: u64) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .cache_capacity(cache_capacity)
+            .open()
+            .map_err(|e| StoreError::Index {
+                path: path.to_owned(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            db,
+            path: path.to_owned(),
+            url_lock: Mutex::new(()),
+        })
+    }
+
+    fn err(&self, e: sled::Error) -> StoreError {
+        StoreError::Index {
+            path: self.path.clone(),
+            message: e.to_string(),
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&self, k: &[u8], v: &[u8]) -> Result<T, StoreError> {
+        serde_json::from_slice(v).map_err(|e| StoreError::Index {
+            path: self.path.clone(),
+            message: format!(
+                "damaged record at key {:?}: {e}",
+                String::from_utf8_lossy(k)
+            ),
+        })
+    }
+
+    fn get<T: DeserializeOwned>(&self, k: &[u8]) -> Result<Option<T>, StoreError> {
+        match self.db.get(k).map_err(|e| self.err(e))? {
+            Some(v) => self.decode(k, &v).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        // The lock guards no data, so a panic while holding it leaves nothing inconsistent.
+        self.url_lock
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn meta(&self) -> Result<Meta, StoreError> {
+        Ok(self.get(META)?.unwrap_or_default())
+    }
+
+    /// Flushes sled to disk.
+    pub fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush().map(|_| ()).map_err(|e| self.err(e))
+    }
+
+    /// Applies `entries` (consecutive, starting at `meta.applied`) and records `frontier`
+    /// (the tree after them) in one atomic batch.
+    pub fn apply(
+        &self,
+        entries: &[(Entry, EntryPos)],
+        frontier: &Frontier,
+    ) -> Result<(), StoreError> {
+        let _guard = self.lock();
+        let mut o = Overlay {
+            index: self,
+            writes: HashMap::new(),
+        };
+        for (e, pos) in entries {
+            apply_one(&mut o, e, *pos)?;
+        }
+        let applied = frontier.size();
+        o.put(
+            META.to_vec(),
+            &Meta {
+                applied,
+                frontier: frontier.clone(),
+            },
+        );
+        let mut batch = sled::Batch::default();
+        for (k, v) in o.writes {
+            batch.insert(k, v);
+        }
+        self.db.apply_batch(batch).map_err(|e| self.err(e))
+    }
+
+    pub fn envelope(&self, id: &EnvelopeId) -> Result<Option<EnvelopeRecord>, StoreError> {
+        self.get(&env_key(id))
+    }
+
+    pub fn url(
+        &self,
+        dest: &ParticipantId,
+        k: &UrlKey,
+    ) -> Result<Option<UrlKeyRecord>, StoreError> {
+        self.get(&url_key(dest, k))
+    }
+
+    pub fn url_check_and_open(
+        &self,
+        dest: &ParticipantId,
+        k: &UrlKey,
+        referral: &EnvelopeId,
+        now: DateTime<Utc>,
+    ) -> Result<UrlCheck, StoreError> {
+        let _guard = self.lock();
+        let key = url_key(dest, k);
+        if let Some(r) = self.get::<UrlKeyRecord>(&key)?
+            && r.open
+        {
+            if &r.first_referral == referral {
+                return Ok(UrlCheck::Opened);
+            }
+            return Ok(UrlCheck::Duplicate {
+                first_referral: r.first_referral,
+                count: r.count,
+                first_seen: r.first_seen,
+            });
+        }
+        let rec = UrlKeyRecord {
+            open: true,
+            first_referral: referral.clone(),
+            count: 1,
+            first_seen: now,
+            last_seen: now,
+        };
+        let v = serde_json::to_vec(&rec).expect("index records always serialise");
+        self.db.insert(key, v).map_err(|e| self.err(e))?;
+        Ok(UrlCheck::Opened)
+    }
+
+    pub fn hash_sighting(&self, h: &HashRef) -> Result<Option<HashSighting>, StoreError> {
+        self.get(&hash_key(h))
+    }
+
+    pub fn referral(&self, id: &EnvelopeId) -> Result<Option<ReferralRecord>, StoreError> {
+        self.get(&referral_key(id))
+    }
+
+    /// Positions of every entry about `id`, in log order.
+    pub fn positions(&self, id: &EnvelopeId) -> Result<Vec<EntryPos>, StoreError> {
+        self.db
+            .scan_prefix(pos_prefix(id))
+            .map(|kv| {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                self.decode(&k, &v)
+            })
+            .collect()
+    }
+
+    fn scan_seq<T: DeserializeOwned>(
+        &self,
+        prefix: u8,
+    ) -> impl DoubleEndedIterator<Item = Result<T, StoreError>> + '_ {
+        self.db.scan_prefix([prefix]).map(move |kv| {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            self.decode(&k, &v)
+        })
+    }
+
+    pub fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
+        self.scan_seq(b'c').collect()
+    }
+
+    pub fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError> {
+        self.scan_seq(b'c').next_back().transpose()
+    }
+
+    pub fn quarantine(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError> {
+        self.scan_seq(b'q').take(limit).collect()
+    }
+}
+
+/// Closes `(dest, key)` if it is open and held by `referral`.
+fn close_if_held(
+    o: &mut Overlay<'_>,
+    dest: &ParticipantId,
+    k: &UrlKey,
+    referral: &EnvelopeId,
+    t: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let key = url_key(dest, k);
+    if let Some(mut r) = o.get::<UrlKeyRecord>(&key)?
+        && r.open
+        && &r.first_referral == referral
+    {
+        r.open = false;
+        r.last_seen = t;
+        o.put(key, &r);
+    }
+    Ok(())
+}
+
+fn apply_one(o: &mut Overlay<'_>, e: &Entry, pos: EntryPos) -> Result<(), StoreError> {
+    let t = e.time;
+    let seq = e.seq;
+    // Entries about an envelope, for `entries_of` / `audit prove`.
+    let mut about: Vec<&EnvelopeId> = e.envelope.iter().collect();
+    if let Some(r) = e.referral()
+        && !about.contains(&r)
+    {
+        about.push(r);
+    }
+    for id in about {
+        let mut k = pos_prefix(id);
+        k.extend_from_slice(&seq.0.to_be_bytes());
+        o.put(k, &pos);
+    }
+
+    let envelope_update =
+        |o: &mut Overlay<'_>, f: &mut dyn FnMut(&mut EnvelopeRecord)| -> Result<(), StoreError> {
+            if let Some(id) = &e.envelope {
+                let k = env_key(id);
+                let mut r: EnvelopeRecord = o.get(&k)?.unwrap_or_default();
+                if r.origin.is_none() {
+                    r.origin.clone_from(&e.participant);
+                }
+                f(&mut r);
+                o.put(k, &r);
+            }
+            Ok(())
+        };
+
+    match &e.event {
+        Event::Received(d) => {
+            envelope_update(o, &mut |r| {
+                r.kind = Some(d.kind);
+                r.received = Some(seq);
+            })?;
+            if let (Kind::Referral, Some(id), Some(origin)) = (d.kind, &e.envelope, &e.participant)
+            {
+                let rk = referral_key(id);
+                if o.get::<ReferralRecord>(&rk)?.is_none() {
+                    o.put(
+                        rk,
+                        &ReferralRecord {
+                            origin: origin.clone(),
+                            items: d.items.clone(),
+                            destinations: Default::default(),
+                        },
+                    );
+                }
+                for h in d.items.iter().flat_map(|i| &i.hashes) {
+                    let hk = hash_key(h);
+                    let s = match o.get::<HashSighting>(&hk)? {
+                        Some(mut s) => {
+                            s.count += 1;
+                            s
+                        }
+                        None => HashSighting {
+                            first_referral: id.clone(),
+                            first_seen: t,
+                            count: 1,
+                        },
+                    };
+                    o.put(hk, &s);
+                }
+            }
+        }
+        Event::Rejected(d) => {
+            envelope_update(o, &mut |r| r.rejected = Some((d.code, seq)))?;
+            if d.quarantined {
+                o.put(
+                    seq_key(b'q', seq.0),
+                    &QuarantineRecord {
+                        seq,
+                        time: t,
+                        code: d.code,
+                        envelope: e.envelope.clone(),
+                        participant: e.participant.clone(),
+                        sha256: e.sha256,
+                    },
+                );
+            }
+        }
+        Event::Routed(d) => {
+            let Some(dest) = &e.destination else {
+                return Ok(());
+            };
+            envelope_update(o, &mut |r| {
+                r.destinations.entry(dest.clone()).or_default().routed =
+                    Some((d.items.clone(), seq));
+            })?;
+            let Some(id) = &e.envelope else {
+                return Ok(());
+            };
+            let rk = referral_key(id);
+            if let Some(mut rr) = o.get::<ReferralRecord>(&rk)? {
+                rr.destinations.insert(dest.clone(), d.items.clone());
+                for &i in &d.items {
+                    let Some(item) = rr.items.get(usize::from(i)) else {
+                        continue;
+                    };
+                    let uk = url_key(dest, &item.url_key);
+                    let rec = match o.get::<UrlKeyRecord>(&uk)? {
+                        Some(mut r) if r.open && &r.first_referral == id => {
+                            r.first_seen = r.first_seen.min(t);
+                            r
+                        }
+                        Some(mut r) if r.open => {
+                            r.count += 1;
+                            r.last_seen = t;
+                            r
+                        }
+                        _ => UrlKeyRecord {
+                            open: true,
+                            first_referral: id.clone(),
+                            count: 1,
+                            first_seen: t,
+                            last_seen: t,
+                        },
+                    };
+                    o.put(uk, &rec);
+                }
+                o.put(rk, &rr);
+            }
+        }
+        Event::Duplicate(d) => {
+            let Some(dest) = &e.destination else {
+                return Ok(());
+            };
+            let items: Vec<u16> = d.items.iter().map(|i| i.item).collect();
+            envelope_update(o, &mut |r| {
+                r.destinations.entry(dest.clone()).or_default().duplicates =
+                    Some((items.clone(), seq));
+            })?;
+            for dup in &d.items {
+                let uk = url_key(dest, &dup.url_key);
+                let rec = match o.get::<UrlKeyRecord>(&uk)? {
+                    Some(mut r) if r.open || r.first_referral == dup.first_referral => {
+                        r.count += 1;
+                        r.last_seen = t;
+                        r
+                    }
+                    // Logged before the `routed` entry of the first referral (concurrent
+                    // referrals): open it for that one; its `routed` entry will agree.
+                    _ => UrlKeyRecord {
+                        open: true,
+                        first_referral: dup.first_referral.clone(),
+                        count: 2,
+                        first_seen: t,
+                        last_seen: t,
+                    },
+                };
+                o.put(uk, &rec);
+            }
+        }
+        Event::Delivered(_) => {
+            if let Some(dest) = &e.destination {
+                envelope_update(o, &mut |r| {
+                    r.destinations.entry(dest.clone()).or_default().delivered = Some(seq);
+                })?;
+            }
+        }
+        Event::NoticeSent(d) => {
+            if let Some(to) = &e.destination {
+                let to = to.clone();
+                // The origin of an envelope is who sent it, not the broker's notice.
+                if let Some(id) = &e.envelope {
+                    let k = env_key(id);
+                    let mut r: EnvelopeRecord = o.get(&k)?.unwrap_or_default();
+                    r.notices.push(NoticeRecord {
+                        to,
+                        code: d.code,
+                        notice: d.notice.clone(),
+                        seq,
+                    });
+                    o.put(k, &r);
+                }
+            }
+        }
+        Event::Status(d) if d.state == State::Removed => {
+            if let Some(dest) = &e.participant {
+                let k = match d.url_key {
+                    Some(k) => Some(k),
+                    None => o
+                        .get::<ReferralRecord>(&referral_key(&d.referral))?
+                        .and_then(|rr| rr.items.get(usize::from(d.item)).map(|i| i.url_key)),
+                };
+                if let Some(k) = k {
+                    close_if_held(o, dest, &k, &d.referral, t)?;
+                }
+            }
+        }
+        Event::Retraction(d) => {
+            if let Some(rr) = o.get::<ReferralRecord>(&referral_key(&d.referral))? {
+                for (dest, routed) in &rr.destinations {
+                    for i in d.items.iter().filter(|i| routed.contains(i)) {
+                        if let Some(item) = rr.items.get(usize::from(*i)) {
+                            close_if_held(o, dest, &item.url_key, &d.referral, t)?;
+                        }
+                    }
+                }
+            }
+        }
+        Event::Checkpoint(d) => {
+            o.put(
+                seq_key(b'c', seq.0),
+                &CheckpointRecord {
+                    seq,
+                    time: t,
+                    size: d.size,
+                    root: d.root,
+                    note: d.note.clone(),
+                },
+            );
+        }
+        Event::Status(_)
+        | Event::Receipt(_)
+        | Event::ParticipantChange(_)
+        | Event::KeyChange(_)
+        | Event::Purge(_) => {}
+    }
+    Ok(())
+}

@@ -61,7 +61,7 @@ mod tree;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -165,7 +165,6 @@ pub enum StoreError {
     Entry(#[from] EntryError),
 }
 
-#[allow(dead_code)]
 impl StoreError {
     fn io(path: &Path, source: std::io::Error) -> Self {
         Self::Io {
@@ -182,13 +181,14 @@ pub struct Store {
     inner: Arc<Inner>,
 }
 
-#[allow(dead_code)] // filled in by the next commit
 struct Inner {
+    // Field order matters: the writer (joined on drop) goes before the sled handles.
+    writer: writer::Handle,
     dir: PathBuf,
     config: StoreConfig,
-    index: index::Index,
-    bodies: bodies::Bodies,
-    writer: writer::Handle,
+    index: Arc<index::Index>,
+    bodies: Arc<bodies::Bodies>,
+    state: Arc<Mutex<writer::TreeState>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -219,6 +219,15 @@ pub struct PurgeReport {
     pub entry: Seq,
 }
 
+/// Entries applied to sled per atomic batch during replay.
+const REPLAY_BATCH: usize = 4096;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // The tree state is replaced whole under the lock; a panic elsewhere cannot leave it
+    // half-written.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 impl Store {
     /// Opens (creating if needed) the data directory `dir`: scans the log, truncates a torn
     /// tail, opens sled and replays the entries it has not seen, starts the writer thread.
@@ -228,8 +237,135 @@ impl Store {
         config: StoreConfig,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<(Self, OpenReport), StoreError> {
-        let _ = (dir, config, progress);
-        todo!()
+        let log_dir = dir.join("log");
+        std::fs::create_dir_all(&log_dir).map_err(|e| StoreError::io(&log_dir, e))?;
+        let index = Arc::new(index::Index::open(
+            &dir.join("index"),
+            config.cache_capacity,
+        )?);
+        let bodies = Arc::new(bodies::Bodies::open(
+            &dir.join("bodies"),
+            (config.cache_capacity / 4).max(1 << 20),
+        )?);
+
+        let segments = segment::list(&log_dir)?;
+        let (segment_first, segment_len, entries, truncated_bytes) = match segments.last() {
+            None => {
+                let p = segment::path(&log_dir, 0);
+                std::fs::File::create(&p).map_err(|e| StoreError::io(&p, e))?;
+                segment::sync_dir(&log_dir)?;
+                (0, 0, 0, 0)
+            }
+            Some((first, path)) => {
+                if segments[0].0 != 0 {
+                    return Err(StoreError::Gap {
+                        path: segments[0].1.clone(),
+                        expected: 0,
+                        found: segments[0].0,
+                    });
+                }
+                let tail = segment::recover_last(path)?;
+                (*first, tail.len, first + tail.frames, tail.truncated)
+            }
+        };
+
+        let meta = index.meta()?;
+        if meta.applied > entries || meta.frontier.size() != meta.applied {
+            return Err(StoreError::Index {
+                path: dir.join("index"),
+                message: format!(
+                    "it reflects {} entries but the log holds {entries}: the log lost entries \
+                     (run `audit verify`) or the index belongs to another log \
+                     (run `audit rebuild-index`)",
+                    meta.applied
+                ),
+            });
+        }
+        let mut frontier = meta.frontier;
+        let replayed = entries - meta.applied;
+        if replayed > 0 {
+            tracing::info!(
+                from = meta.applied,
+                entries = replayed,
+                "replaying the audit log into the index"
+            );
+            let reader = LogReader::open(dir)?;
+            let mut chunk = Vec::with_capacity(REPLAY_BATCH);
+            let mut done = 0u64;
+            progress(0, replayed);
+            for le in reader.iter_from(Seq(meta.applied))? {
+                let le = le?;
+                if le.seq.0 >= entries {
+                    break;
+                }
+                if !le.check_ok {
+                    return Err(StoreError::Corrupt {
+                        path: segment::path(&log_dir, le.pos.segment),
+                        offset: le.pos.offset,
+                        why: format!("entry {} does not match its frame check", le.seq),
+                    });
+                }
+                let e = le.decode()?;
+                frontier.push(*e.leaf_hash());
+                chunk.push((e, le.pos));
+                if chunk.len() == REPLAY_BATCH {
+                    index.apply(&chunk, &frontier)?;
+                    done += chunk.len() as u64;
+                    chunk.clear();
+                    progress(done, replayed);
+                }
+            }
+            if !chunk.is_empty() {
+                index.apply(&chunk, &frontier)?;
+                done += chunk.len() as u64;
+                progress(done, replayed);
+            }
+            if frontier.size() != entries {
+                return Err(StoreError::Gap {
+                    path: log_dir.clone(),
+                    expected: entries,
+                    found: frontier.size(),
+                });
+            }
+            index.flush()?;
+        }
+
+        let last_checkpoint = index.latest_checkpoint()?.map(|c| (c.seq, c.time));
+        let state = Arc::new(Mutex::new(writer::TreeState {
+            frontier: frontier.clone(),
+            last_checkpoint,
+        }));
+        let writer = writer::Handle::start(
+            writer::Start {
+                log_dir,
+                segment_first,
+                segment_len,
+                next_seq: entries,
+                frontier,
+            },
+            config.clone(),
+            index.clone(),
+            bodies.clone(),
+            state.clone(),
+        )?;
+        let store = Self {
+            inner: Arc::new(Inner {
+                writer,
+                dir: dir.to_owned(),
+                config,
+                index,
+                bodies,
+                state,
+            }),
+        };
+        Ok((
+            store,
+            OpenReport {
+                entries,
+                replayed,
+                truncated_bytes,
+            },
+        ))
     }
 
     /// The data directory.
@@ -243,35 +379,55 @@ impl Store {
     }
 
     /// Appends `entries` (in this order, consecutive seqs) and returns once they are durable
-    /// and applied to the indexes. Many concurrent calls share one fsync.
+    /// and applied to the indexes. Many concurrent calls share one fsync. An error means
+    /// "not known to be committed": the caller must not ack what depended on it.
     pub async fn append(&self, entries: Vec<NewEntry>) -> Result<Vec<Entry>, StoreError> {
-        let _ = entries;
-        todo!()
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rx = self.inner.writer.append(entries)?;
+        rx.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// [`Self::append`] for synchronous callers (CLI, tests). Must not be called from inside
-    /// an async runtime's worker thread.
+    /// [`Self::append`] for synchronous callers (CLI, tests, benchmark threads). Panics if
+    /// called on an async runtime's worker thread (tokio forbids blocking there).
     pub fn append_blocking(&self, entries: Vec<NewEntry>) -> Result<Vec<Entry>, StoreError> {
-        let _ = entries;
-        todo!()
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rx = self.inner.writer.append(entries)?;
+        rx.blocking_recv().map_err(|_| StoreError::Closed)?
     }
 
     /// The tree head covering every durable entry.
     pub fn tree_head(&self) -> TreeHead {
-        todo!()
+        lock(&self.inner.state).head()
     }
 
     /// A tree head if a checkpoint is due by [`StoreConfig::checkpoint_every_entries`] /
     /// `checkpoint_every_secs` (counted from the latest `checkpoint` entry), else `None`.
+    /// With no checkpoint yet, one is due as soon as the log is not empty.
     pub fn checkpoint_due(&self, now: DateTime<Utc>) -> Option<TreeHead> {
-        let _ = now;
-        todo!()
+        let st = lock(&self.inner.state);
+        let head = st.head();
+        let due = match st.last_checkpoint {
+            None => head.size > 0,
+            Some((seq, time)) => {
+                // Entries written after the checkpoint entry itself.
+                let since = head.size.saturating_sub(seq.0 + 1);
+                let age = now.signed_duration_since(time).num_seconds();
+                since >= self.inner.config.checkpoint_every_entries.max(1)
+                    || (since > 0
+                        && u64::try_from(age).unwrap_or(0)
+                            >= self.inner.config.checkpoint_every_secs)
+            }
+        };
+        due.then_some(head)
     }
 
     /// What was recorded for this envelope id, if anything.
     pub fn envelope(&self, id: &EnvelopeId) -> Result<Option<EnvelopeRecord>, StoreError> {
-        let _ = id;
-        todo!()
+        self.inner.index.envelope(id)
     }
 
     /// Atomically: if `key` is closed or unknown at `destination` (or already opened by this
@@ -286,8 +442,9 @@ impl Store {
         referral: &EnvelopeId,
         now: DateTime<Utc>,
     ) -> Result<UrlCheck, StoreError> {
-        let _ = (destination, key, referral, now);
-        todo!()
+        self.inner
+            .index
+            .url_check_and_open(destination, key, referral, now)
     }
 
     /// The state of `key` at `destination`, without changing it.
@@ -296,84 +453,116 @@ impl Store {
         destination: &ParticipantId,
         key: &UrlKey,
     ) -> Result<Option<UrlKeyRecord>, StoreError> {
-        let _ = (destination, key);
-        todo!()
+        self.inner.index.url(destination, key)
     }
 
     /// The first sighting of a content hash (from `received` entries of referrals).
     pub fn hash_sighting(&self, hash: &HashRef) -> Result<Option<HashSighting>, StoreError> {
-        let _ = hash;
-        todo!()
+        self.inner.index.hash_sighting(hash)
     }
 
     /// What is known of a referral: origin, items, destinations.
     pub fn referral(&self, id: &EnvelopeId) -> Result<Option<ReferralRecord>, StoreError> {
-        let _ = id;
-        todo!()
+        self.inner.index.referral(id)
     }
 
     /// Every entry about this envelope (its own entries, and receipts, statuses and
     /// retractions naming it as referral), in log order, read back from the log.
     pub fn entries_of(&self, id: &EnvelopeId) -> Result<Vec<Entry>, StoreError> {
-        let _ = id;
-        todo!()
+        let reader = self.reader();
+        self.inner
+            .index
+            .positions(id)?
+            .into_iter()
+            .map(|pos| reader.read_at(pos)?.decode())
+            .collect()
     }
 
     /// The latest checkpoint entry, if any.
     pub fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError> {
-        todo!()
+        self.inner.index.latest_checkpoint()
     }
 
     /// Every checkpoint entry, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
-        todo!()
+        self.inner.index.checkpoints()
     }
 
     /// Quarantine records (rejected messages), oldest first, at most `limit`.
     pub fn quarantine(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError> {
-        let _ = limit;
-        todo!()
+        self.inner.index.quarantine(limit)
     }
 
     /// Keeps message bytes under retention, keyed by their SHA-256 (returned). Call before
     /// appending the entry that names the hash; it is flushed with that batch.
     pub fn put_body(&self, bytes: &[u8], now: DateTime<Utc>) -> Result<Sha256Digest, StoreError> {
-        let _ = (bytes, now);
-        todo!()
+        self.inner.bodies.put(bytes, now)
     }
 
     /// Message bytes by SHA-256, while retained.
     pub fn body(&self, sha256: &Sha256Digest) -> Result<Option<Vec<u8>>, StoreError> {
-        let _ = sha256;
-        todo!()
+        self.inner.bodies.get(sha256)
     }
 
-    /// Drops every body stored before `older_than` and appends a `purge` entry saying so.
-    /// Entries keep their hashes: the log still verifies.
+    /// Drops every body stored before `older_than` and appends a `purge` entry saying so
+    /// (blocking: call from a synchronous context or `spawn_blocking`). Entries keep their
+    /// hashes: the log still verifies.
     pub fn purge_bodies(&self, older_than: DateTime<Utc>) -> Result<PurgeReport, StoreError> {
-        let _ = older_than;
-        todo!()
+        let (bodies, bytes) = self.inner.bodies.purge(older_than)?;
+        let e = self.append_blocking(vec![NewEntry::new(Event::Purge(PurgeEvent {
+            older_than: chrono::SubsecRound::trunc_subsecs(older_than, 0),
+            bodies,
+        }))])?;
+        Ok(PurgeReport {
+            bodies,
+            bytes,
+            entry: e[0].seq,
+        })
     }
 
     /// A reader of this store's log (for `audit verify`/`prove`).
     pub fn reader(&self) -> LogReader {
-        todo!()
+        LogReader::at_log_dir(self.inner.dir.join("log"))
     }
 
     /// Finishes every append already accepted, flushes sled and the bodies, stops the writer.
     /// Later appends fail with [`StoreError::Closed`].
     pub async fn close(&self) -> Result<(), StoreError> {
-        todo!()
+        let rx = self.inner.writer.close()?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Test hook: the writer's fault injection.
+    #[cfg(test)]
+    fn faults(&self) -> &writer::Faults {
+        &self.inner.writer.faults
     }
 }
 
 /// Deletes `dir/index` and rebuilds it from the log alone; `progress(done, total)`.
-/// The store must not be open (the daemon stopped).
+/// The store must not be open (the daemon stopped). Bodies are left as they are.
 pub fn rebuild_index(
     dir: &Path,
     config: StoreConfig,
     progress: &mut dyn FnMut(u64, u64),
 ) -> Result<OpenReport, StoreError> {
-    let _ = (dir, config, progress);
-    todo!()
+    let log_dir = dir.join("log");
+    if !log_dir.is_dir() {
+        return Err(StoreError::io(
+            &log_dir,
+            std::io::Error::new(std::io::ErrorKind::NotFound, "no audit log here"),
+        ));
+    }
+    let index_dir = dir.join("index");
+    match std::fs::remove_dir_all(&index_dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(StoreError::io(&index_dir, e)),
+    }
+    let (store, report) = Store::open(dir, config, progress)?;
+    drop(store);
+    Ok(report)
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,566 @@
+//! Tests of the store as a whole: open, append, reopen, torn tails, replay and rebuild,
+//! concurrent URL reservations, write failures, purge.
+
+use chrono::{Duration, Utc};
+
+use super::*;
+use crate::wire::{HashAlgorithm, Kind, State};
+
+fn pid(s: &str) -> ParticipantId {
+    s.parse().unwrap()
+}
+
+fn small() -> StoreConfig {
+    StoreConfig {
+        cache_capacity: 8 << 20,
+        ..StoreConfig::default()
+    }
+}
+
+fn open(dir: &Path) -> (Store, OpenReport) {
+    Store::open(dir, small(), &mut |_, _| {}).unwrap()
+}
+
+fn key(n: u8) -> UrlKey {
+    UrlKey([n; 32])
+}
+
+fn item(n: u8) -> ItemFacts {
+    ItemFacts {
+        url_key: key(n),
+        hashes: vec![HashRef {
+            algorithm: HashAlgorithm::Sha256,
+            value: hex::encode([n; 32]),
+        }],
+    }
+}
+
+fn received(id: &EnvelopeId, origin: &str, items: Vec<ItemFacts>) -> NewEntry {
+    NewEntry::new(Event::Received(Received {
+        kind: Kind::Referral,
+        items,
+    }))
+    .envelope(id.clone())
+    .participant(pid(origin))
+    .message(id.as_str().as_bytes())
+}
+
+fn routed(id: &EnvelopeId, origin: &str, dest: &str, items: Vec<u16>) -> NewEntry {
+    NewEntry::new(Event::Routed(Routed {
+        items,
+        reason: "country".into(),
+    }))
+    .envelope(id.clone())
+    .participant(pid(origin))
+    .destination(pid(dest))
+}
+
+/// RFC 9162 MTH straight from the definition.
+fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
+    match leaves.len() {
+        0 => sha2::Digest::finalize(sha2::Sha256::default()).into(),
+        1 => leaves[0],
+        n => {
+            let k = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros());
+            tree::node(&mth(&leaves[..k]), &mth(&leaves[k..]))
+        }
+    }
+}
+
+fn simple(n: usize) -> Vec<NewEntry> {
+    (0..n)
+        .map(|i| {
+            NewEntry::new(Event::ParticipantChange(ParticipantChange {
+                participant: pid("fr.pointdecontact"),
+                change: format!("changed {i}"),
+            }))
+        })
+        .collect()
+}
+
+#[test]
+fn appends_survive_reopen_and_the_tree_head_is_the_rfc_root() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, r) = open(dir.path());
+    assert_eq!(r.entries, 0);
+    let a = s.append_blocking(simple(3)).unwrap();
+    let b = s.append_blocking(simple(2)).unwrap();
+    assert_eq!(
+        a.iter().chain(&b).map(|e| e.seq.0).collect::<Vec<_>>(),
+        vec![0, 1, 2, 3, 4]
+    );
+    let head = s.tree_head();
+    drop(s);
+    let (s, r) = open(dir.path());
+    assert_eq!((r.entries, r.replayed, r.truncated_bytes), (5, 0, 0));
+    assert_eq!(s.tree_head(), head);
+    let leaves = s.reader().leaf_hashes(u64::MAX).unwrap();
+    assert_eq!(leaves.len(), 5);
+    assert_eq!(head.root, mth(&leaves));
+    let c = s.append_blocking(simple(1)).unwrap();
+    assert_eq!(c[0].seq, Seq(5));
+    let all: Vec<_> = s
+        .reader()
+        .iter_from(Seq(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    for (i, le) in all.iter().enumerate() {
+        assert!(le.check_ok);
+        assert_eq!(le.decode().unwrap().seq.0, i as u64);
+    }
+    assert_eq!(all[0].decode().unwrap(), a[0]);
+}
+
+#[test]
+fn a_torn_tail_is_truncated_and_earlier_entries_stay() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    let written = s.append_blocking(simple(4)).unwrap();
+    drop(s);
+    let seg = segment::path(&dir.path().join("log"), 0);
+    let good = std::fs::metadata(&seg).unwrap().len();
+    // Half a frame, as a crash in the middle of a batch write leaves it.
+    let e = Entry::new(Seq(4), Utc::now(), simple(1).remove(0)).unwrap();
+    let mut frame = Vec::new();
+    segment::encode(e.bytes(), e.leaf_hash(), &mut frame);
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, &frame[..frame.len() / 2]).unwrap();
+    drop(f);
+    let (s, r) = open(dir.path());
+    assert_eq!(r.entries, 4);
+    assert_eq!(r.truncated_bytes, (frame.len() / 2) as u64);
+    assert_eq!(std::fs::metadata(&seg).unwrap().len(), good);
+    let back: Vec<Entry> = s
+        .reader()
+        .iter_from(Seq(0))
+        .unwrap()
+        .map(|le| le.unwrap().decode().unwrap())
+        .collect();
+    assert_eq!(back, written);
+    assert_eq!(s.append_blocking(simple(1)).unwrap()[0].seq, Seq(4));
+
+    // A whole frame whose bytes changed (torn inside the page) is cut too.
+    drop(s);
+    let mut bad = frame.clone();
+    let last = bad.len() - 3;
+    bad[last] ^= 0x20;
+    let mut f = std::fs::OpenOptions::new().append(true).open(&seg).unwrap();
+    std::io::Write::write_all(&mut f, &bad).unwrap();
+    drop(f);
+    let (_s, r) = open(dir.path());
+    assert_eq!((r.entries, r.truncated_bytes), (5, bad.len() as u64));
+}
+
+#[test]
+fn damage_in_an_earlier_segment_is_refused_not_truncated() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        segment_bytes: 1024,
+        ..small()
+    };
+    let (s, _) = Store::open(dir.path(), cfg.clone(), &mut |_, _| {}).unwrap();
+    for _ in 0..20 {
+        s.append_blocking(simple(3)).unwrap();
+    }
+    drop(s);
+    let segs = segment::list(&dir.path().join("log")).unwrap();
+    assert!(segs.len() > 3, "{segs:?}");
+    // The reader walks every segment in order.
+    let r = LogReader::open(dir.path()).unwrap();
+    assert_eq!(r.size().unwrap(), 60);
+    let from: Vec<u64> = r
+        .iter_from(Seq(37))
+        .unwrap()
+        .map(|e| e.unwrap().seq.0)
+        .collect();
+    assert_eq!(from, (37..60).collect::<Vec<_>>());
+    // Cut the middle of segment 1: the reader reports it, it is not the tail.
+    let p = &segs[1].1;
+    let len = std::fs::metadata(p).unwrap().len();
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(p)
+        .unwrap()
+        .set_len(len - 5)
+        .unwrap();
+    let err = r.iter_from(Seq(0)).unwrap().find_map(Result::err).unwrap();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
+    // Remove a whole segment: a gap.
+    std::fs::remove_file(&segs[2].1).unwrap();
+    let err = r.iter_from(Seq(0)).unwrap().find_map(Result::err);
+    assert!(err.is_some());
+}
+
+/// Appends a scenario with every index-relevant event; returns the envelope ids.
+fn scenario(s: &Store) -> Vec<EnvelopeId> {
+    let (a, b, c) = (
+        EnvelopeId::new_v7(),
+        EnvelopeId::new_v7(),
+        EnvelopeId::new_v7(),
+    );
+    let now = Utc::now();
+    let de = pid("de.eco");
+    // A from fr: items 1, 2 → de. B from it: item 2 (dup) and 3 → de.
+    s.append_blocking(vec![received(
+        &a,
+        "fr.pointdecontact",
+        vec![item(1), item(2)],
+    )])
+    .unwrap();
+    assert_eq!(
+        s.url_check_and_open(&de, &key(1), &a, now).unwrap(),
+        UrlCheck::Opened
+    );
+    assert_eq!(
+        s.url_check_and_open(&de, &key(2), &a, now).unwrap(),
+        UrlCheck::Opened
+    );
+    s.append_blocking(vec![routed(&a, "fr.pointdecontact", "de.eco", vec![0, 1])])
+        .unwrap();
+    s.append_blocking(vec![
+        NewEntry::new(Event::Delivered(Delivered {
+            items: vec![0, 1],
+            attestation_sha256: None,
+        }))
+        .envelope(a.clone())
+        .destination(de.clone()),
+    ])
+    .unwrap();
+    s.append_blocking(vec![received(&b, "it.stop-it", vec![item(2), item(3)])])
+        .unwrap();
+    let UrlCheck::Duplicate { first_referral, .. } =
+        s.url_check_and_open(&de, &key(2), &b, now).unwrap()
+    else {
+        panic!("key 2 is open by a")
+    };
+    assert_eq!(first_referral, a);
+    assert_eq!(
+        s.url_check_and_open(&de, &key(3), &b, now).unwrap(),
+        UrlCheck::Opened
+    );
+    s.append_blocking(vec![
+        routed(&b, "it.stop-it", "de.eco", vec![1]),
+        NewEntry::new(Event::Duplicate(Duplicate {
+            items: vec![DuplicateItem {
+                item: 0,
+                url_key: key(2),
+                first_referral: a.clone(),
+            }],
+        }))
+        .envelope(b.clone())
+        .destination(de.clone()),
+        NewEntry::new(Event::NoticeSent(NoticeSent {
+            notice: EnvelopeId::new_v7(),
+            code: crate::reason::ReasonCode::Duplicate,
+            first_referral: Some(a.clone()),
+        }))
+        .envelope(b.clone())
+        .destination(pid("it.stop-it")),
+    ])
+    .unwrap();
+    // de removes A's item 0 (key 1): closed.
+    s.append_blocking(vec![
+        NewEntry::new(Event::Status(StatusEvent {
+            referral: a.clone(),
+            item: 0,
+            state: State::Removed,
+            url_key: None,
+        }))
+        .envelope(EnvelopeId::new_v7())
+        .participant(de.clone()),
+    ])
+    .unwrap();
+    // C, rejected, quarantined; and a checkpoint.
+    s.append_blocking(vec![
+        NewEntry::new(Event::Rejected(Rejected {
+            code: crate::reason::ReasonCode::BadSignature,
+            quarantined: true,
+        }))
+        .envelope(c.clone())
+        .participant(pid("fr.pointdecontact"))
+        .message(b"raw"),
+    ])
+    .unwrap();
+    let head = s.tree_head();
+    s.append_blocking(vec![NewEntry::new(Event::Checkpoint(CheckpointEvent {
+        size: head.size,
+        root: Sha256Digest(head.root),
+        note: "log.example\n".into(),
+    }))])
+    .unwrap();
+    vec![a, b, c]
+}
+
+/// Everything the indexes answer about the scenario.
+fn answers(s: &Store, ids: &[EnvelopeId]) -> String {
+    let de = pid("de.eco");
+    let mut out = String::new();
+    for id in ids {
+        out += &format!(
+            "{:?}\n{:?}\n",
+            s.envelope(id).unwrap(),
+            s.referral(id).unwrap()
+        );
+        let seqs: Vec<u64> = s.entries_of(id).unwrap().iter().map(|e| e.seq.0).collect();
+        out += &format!("{seqs:?}\n");
+    }
+    for n in 1..=4 {
+        // Reservation times differ from entry times by a little; the rest must agree.
+        let u = s
+            .url_key(&de, &key(n))
+            .unwrap()
+            .map(|r| (r.open, r.first_referral, r.count));
+        out += &format!("{u:?}\n");
+        let h = s
+            .hash_sighting(&item(n).hashes[0])
+            .unwrap()
+            .map(|h| (h.first_referral, h.count));
+        out += &format!("{h:?}\n");
+    }
+    out += &format!(
+        "{:?}\n{:?}\n",
+        s.checkpoints().unwrap(),
+        s.quarantine(10).unwrap()
+    );
+    out
+}
+
+#[test]
+fn indexes_follow_the_entries_and_a_rebuild_gives_the_same_answers() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    let ids = scenario(&s);
+    let before = answers(&s, &ids);
+    let de = pid("de.eco");
+    let k1 = s.url_key(&de, &key(1)).unwrap().unwrap();
+    assert!(!k1.open, "removed closes the key");
+    let k2 = s.url_key(&de, &key(2)).unwrap().unwrap();
+    assert!(k2.open && k2.first_referral == ids[0] && k2.count == 2);
+    let rec = s.envelope(&ids[1]).unwrap().unwrap();
+    assert_eq!(rec.destinations[&de].routed.as_ref().unwrap().0, vec![1]);
+    assert_eq!(
+        rec.destinations[&de].duplicates.as_ref().unwrap().0,
+        vec![0]
+    );
+    assert_eq!(rec.notices.len(), 1);
+    assert_eq!(
+        s.envelope(&ids[2]).unwrap().unwrap().rejected.unwrap().0,
+        crate::reason::ReasonCode::BadSignature
+    );
+    assert_eq!(s.quarantine(10).unwrap().len(), 1);
+    assert!(s.latest_checkpoint().unwrap().is_some());
+    // The status entry about A is among A's entries.
+    assert!(
+        s.entries_of(&ids[0])
+            .unwrap()
+            .iter()
+            .any(|e| matches!(e.event, Event::Status(_)))
+    );
+    // After `removed`, the same URL opens again for a new referral.
+    let d = EnvelopeId::new_v7();
+    assert_eq!(
+        s.url_check_and_open(&de, &key(1), &d, Utc::now()).unwrap(),
+        UrlCheck::Opened
+    );
+    // … but that reservation is not in the log: undo it by not logging it and rebuilding.
+    drop(s);
+
+    let mut calls = 0;
+    let r = rebuild_index(dir.path(), small(), &mut |_, _| calls += 1).unwrap();
+    assert!(calls > 0);
+    assert_eq!(r.replayed, r.entries);
+    let (s, r) = open(dir.path());
+    assert_eq!(r.replayed, 0);
+    assert_eq!(answers(&s, &ids), before);
+    assert_eq!(
+        s.url_check_and_open(&de, &key(2), &d, Utc::now()).unwrap(),
+        UrlCheck::Duplicate {
+            first_referral: ids[0].clone(),
+            count: 2,
+            first_seen: s.url_key(&de, &key(2)).unwrap().unwrap().first_seen,
+        }
+    );
+}
+
+#[test]
+fn a_deleted_index_is_replayed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    let ids = scenario(&s);
+    let before = answers(&s, &ids);
+    let head = s.tree_head();
+    drop(s);
+    std::fs::remove_dir_all(dir.path().join("index")).unwrap();
+    let (s, r) = open(dir.path());
+    assert_eq!(r.replayed, r.entries);
+    assert_eq!(s.tree_head(), head);
+    assert_eq!(answers(&s, &ids), before);
+}
+
+#[test]
+fn concurrent_check_and_open_lets_exactly_one_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    let de = pid("de.eco");
+    for round in 0..20u8 {
+        let opened: usize = std::thread::scope(|sc| {
+            let hs: Vec<_> = (0..8)
+                .map(|_| {
+                    let (s, de) = (&s, &de);
+                    sc.spawn(move || {
+                        let id = EnvelopeId::new_v7();
+                        matches!(
+                            s.url_check_and_open(de, &key(round), &id, Utc::now())
+                                .unwrap(),
+                            UrlCheck::Opened
+                        ) as usize
+                    })
+                })
+                .collect();
+            hs.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(opened, 1, "round {round}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_appends_share_fsyncs_and_get_distinct_consecutive_seqs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    let mut tasks = Vec::new();
+    for _ in 0..64 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for _ in 0..10 {
+                seqs.extend(s.append(simple(2)).await.unwrap().iter().map(|e| e.seq.0));
+            }
+            seqs
+        }));
+    }
+    let mut all = Vec::new();
+    for t in tasks {
+        let seqs = t.await.unwrap();
+        // Each call's two entries are consecutive.
+        assert!(seqs.chunks(2).all(|c| c[1] == c[0] + 1));
+        all.extend(seqs);
+    }
+    all.sort();
+    assert_eq!(all, (0..1280).collect::<Vec<_>>());
+    s.close().await.unwrap();
+    assert!(matches!(s.append(simple(1)).await, Err(StoreError::Closed)));
+}
+
+#[test]
+fn a_failed_write_leaves_nothing_and_the_next_batch_continues() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    s.append_blocking(simple(2)).unwrap();
+    let head = s.tree_head();
+    s.faults()
+        .fail_write
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    let err = s.append_blocking(simple(3)).unwrap_err();
+    assert!(matches!(err, StoreError::WriteFailed(_)), "{err}");
+    assert_eq!(s.tree_head(), head);
+    assert_eq!(s.append_blocking(simple(1)).unwrap()[0].seq, Seq(2));
+    drop(s);
+    let (_s, r) = open(dir.path());
+    assert_eq!((r.entries, r.truncated_bytes), (3, 0));
+}
+
+#[test]
+fn a_failed_fsync_poisons_the_store_until_reopened() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    s.append_blocking(simple(2)).unwrap();
+    s.faults()
+        .fail_sync
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(matches!(
+        s.append_blocking(simple(1)),
+        Err(StoreError::WriteFailed(_))
+    ));
+    assert!(matches!(
+        s.append_blocking(simple(1)),
+        Err(StoreError::Poisoned(_))
+    ));
+    drop(s);
+    let (s, r) = open(dir.path());
+    assert_eq!(r.entries, 2);
+    assert_eq!(s.append_blocking(simple(1)).unwrap()[0].seq, Seq(2));
+}
+
+#[test]
+fn purge_drops_bodies_and_the_log_still_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    let old = Utc::now() - Duration::days(40);
+    let d_old = s.put_body(b"{\"old\":1}", old).unwrap();
+    let d_new = s.put_body(b"{\"new\":1}", Utc::now()).unwrap();
+    let id = EnvelopeId::new_v7();
+    s.append_blocking(vec![received(&id, "fr.pointdecontact", vec![item(1)])])
+        .unwrap();
+    let leaves_before = s.reader().leaf_hashes(u64::MAX).unwrap();
+    let r = s.purge_bodies(Utc::now() - Duration::days(30)).unwrap();
+    assert_eq!((r.bodies, r.entry), (1, Seq(1)));
+    assert_eq!(s.body(&d_old).unwrap(), None);
+    assert_eq!(s.body(&d_new).unwrap().unwrap(), b"{\"new\":1}");
+    // Every earlier leaf is unchanged; every frame checks and decodes; root = MTH.
+    let leaves = s.reader().leaf_hashes(u64::MAX).unwrap();
+    assert_eq!(&leaves[..leaves_before.len()], &leaves_before[..]);
+    for le in s.reader().iter_from(Seq(0)).unwrap() {
+        let le = le.unwrap();
+        assert!(le.check_ok);
+        le.decode().unwrap();
+    }
+    assert_eq!(s.tree_head().root, mth(&leaves));
+    // Bodies survive an index rebuild (they are not derived from the log).
+    drop(s);
+    rebuild_index(dir.path(), small(), &mut |_, _| {}).unwrap();
+    let (s, _) = open(dir.path());
+    assert!(s.body(&d_new).unwrap().is_some());
+}
+
+#[test]
+fn checkpoints_fall_due_by_count_and_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = StoreConfig {
+        checkpoint_every_entries: 5,
+        checkpoint_every_secs: 60,
+        ..small()
+    };
+    let (s, _) = Store::open(dir.path(), cfg, &mut |_, _| {}).unwrap();
+    let now = Utc::now();
+    assert_eq!(s.checkpoint_due(now), None, "empty log");
+    s.append_blocking(simple(1)).unwrap();
+    let head = s.checkpoint_due(now).expect("first checkpoint");
+    s.append_blocking(vec![NewEntry::new(Event::Checkpoint(CheckpointEvent {
+        size: head.size,
+        root: Sha256Digest(head.root),
+        note: String::new(),
+    }))])
+    .unwrap();
+    assert_eq!(s.checkpoint_due(Utc::now()), None);
+    assert_eq!(
+        s.checkpoint_due(Utc::now() + Duration::seconds(120)),
+        None,
+        "nothing new"
+    );
+    s.append_blocking(simple(1)).unwrap();
+    assert!(
+        s.checkpoint_due(Utc::now() + Duration::seconds(120))
+            .is_some()
+    );
+    s.append_blocking(simple(4)).unwrap();
+    assert!(s.checkpoint_due(Utc::now()).is_some());
+}
+
+#[test]
+fn a_second_open_of_the_same_directory_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_s, _) = open(dir.path());
+    let err = Store::open(dir.path(), small(), &mut |_, _| {}).unwrap_err();
+    assert!(matches!(err, StoreError::Index { .. }), "{err}");
+}
