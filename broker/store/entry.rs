@@ -379,12 +379,9 @@ struct WireEntry {
     detail: serde_json::Value,
 }
 
-/// RFC 9162 leaf hash: SHA-256(0x00 || bytes).
+/// RFC 9162 leaf hash: SHA-256(0x00 || bytes) ([`crate::audit::merkle::leaf_hash`]).
 pub fn leaf_hash(bytes: &[u8]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([0u8]);
-    h.update(bytes);
-    h.finalize().into()
+    crate::audit::merkle::leaf_hash(bytes)
 }
 
 fn json_str(s: &str) -> String {

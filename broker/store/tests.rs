@@ -55,16 +55,8 @@ fn routed(id: &EnvelopeId, origin: &str, dest: &str, items: Vec<u16>) -> NewEntr
     .destination(pid(dest))
 }
 
-/// RFC 9162 MTH straight from the definition.
 fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
-    match leaves.len() {
-        0 => sha2::Digest::finalize(sha2::Sha256::default()).into(),
-        1 => leaves[0],
-        n => {
-            let k = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros());
-            tree::node(&mth(&leaves[..k]), &mth(&leaves[k..]))
-        }
-    }
+    crate::audit::merkle::root_of(leaves)
 }
 
 fn simple(n: usize) -> Vec<NewEntry> {

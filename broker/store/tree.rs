@@ -1,119 +1,84 @@
-//! The Merkle tree's right edge (a compact range from 0): one perfect subtree hash per set
-//! bit of the size, enough to extend the tree by a leaf and to compute the RFC 9162 root at
-//! the current size in O(log n). Older roots and proofs are computed from leaf hashes by
-//! the audit code.
+//! The tree's right edge as the store keeps it: the audit code's
+//! [`CompactTree`](crate::audit::merkle::CompactTree) (one perfect subtree hash per set bit
+//! of the size), with a serialised form so sled can hold it next to the `applied` marker.
+//! Extending by a leaf and the root at the current size are O(log n); older roots and
+//! proofs come from leaf hashes through [`crate::audit::merkle`].
 
-use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-/// RFC 9162 interior node hash: SHA-256(0x01 || left || right).
-pub(super) fn node(left: &[u8; 32], right: &[u8; 32]) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update([1u8]);
-    h.update(left);
-    h.update(right);
-    h.finalize().into()
-}
+use crate::audit::merkle::CompactTree;
 
-/// The right edge of a tree of `size` leaves.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(super) struct Frontier {
-    size: u64,
-    /// Perfect subtree roots, largest (leftmost) first; heights are the set bits of `size`.
-    #[serde(with = "hexes")]
-    hashes: Vec<[u8; 32]>,
-}
+/// The tree of the first `size()` entries, reduced to its right edge.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Frontier(CompactTree);
 
 impl Frontier {
     pub fn size(&self) -> u64 {
-        self.size
+        self.0.size()
     }
 
-    /// Adds the next leaf.
+    /// Adds the next leaf hash.
     pub fn push(&mut self, leaf: [u8; 32]) {
-        let mut h = leaf;
-        // Merge while the lowest bits of the size are set (binary carry).
-        let mut s = self.size;
-        while s & 1 == 1 {
-            // One subtree per set bit, so there is one to pop.
-            let left = self.hashes.pop().expect("a set bit has its subtree");
-            h = node(&left, &h);
-            s >>= 1;
-        }
-        self.hashes.push(h);
-        self.size += 1;
+        self.0.push(leaf);
     }
 
-    /// The root at the current size (SHA-256 of nothing for the empty tree).
+    /// RFC 9162 root at the current size.
     pub fn root(&self) -> [u8; 32] {
-        let mut it = self.hashes.iter().rev();
-        let Some(last) = it.next() else {
-            return Sha256::digest([]).into();
-        };
-        it.fold(*last, |acc, left| node(left, &acc))
+        self.0.root()
     }
 }
 
-mod hexes {
-    use serde::{Deserialize, Deserializer, Serializer};
+#[derive(Serialize, Deserialize)]
+struct Stored {
+    size: u64,
+    subtrees: Vec<String>,
+}
 
-    pub fn serialize<S: Serializer>(v: &[[u8; 32]], s: S) -> Result<S::Ok, S::Error> {
-        s.collect_seq(v.iter().map(hex::encode))
+impl Serialize for Frontier {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        Stored {
+            size: self.0.size(),
+            subtrees: self.0.subtrees().iter().map(hex::encode).collect(),
+        }
+        .serialize(s)
     }
+}
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<[u8; 32]>, D::Error> {
-        let v = Vec::<String>::deserialize(d)?;
-        v.iter()
-            .map(|s| {
+impl<'de> Deserialize<'de> for Frontier {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let st = Stored::deserialize(d)?;
+        let hashes = st
+            .subtrees
+            .iter()
+            .map(|h| {
                 let mut out = [0u8; 32];
-                hex::decode_to_slice(s, &mut out).map_err(serde::de::Error::custom)?;
-                Ok(out)
+                hex::decode_to_slice(h, &mut out).map(|()| out)
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(serde::de::Error::custom)?;
+        CompactTree::from_parts(st.size, hashes)
+            .map(Frontier)
+            .map_err(serde::de::Error::custom)
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::audit::merkle::root_of;
     use crate::store::entry::leaf_hash;
 
-    /// RFC 9162 §2.1.1 MTH, straight from the definition.
-    fn mth(leaves: &[[u8; 32]]) -> [u8; 32] {
-        match leaves.len() {
-            0 => Sha256::digest([]).into(),
-            1 => leaves[0],
-            n => {
-                // The largest power of two smaller than n.
-                let k = 1usize << (usize::BITS - 1 - (n - 1).leading_zeros());
-                node(&mth(&leaves[..k]), &mth(&leaves[k..]))
-            }
-        }
-    }
-
     #[test]
-    fn frontier_root_is_the_rfc_root_at_every_size() {
+    fn frontier_root_is_the_rfc_root_at_every_size_and_survives_storage() {
         let leaves: Vec<[u8; 32]> = (0u32..70).map(|i| leaf_hash(&i.to_le_bytes())).collect();
         let mut f = Frontier::default();
-        assert_eq!(f.root(), mth(&[]));
+        assert_eq!(f.root(), root_of(&[]));
         for (i, l) in leaves.iter().enumerate() {
             f.push(*l);
-            assert_eq!(f.root(), mth(&leaves[..=i]), "size {}", i + 1);
+            assert_eq!(f.root(), root_of(&leaves[..=i]), "size {}", i + 1);
+            let back: Frontier = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
+            assert_eq!(back, f);
         }
-        let back: Frontier = serde_json::from_str(&serde_json::to_string(&f).unwrap()).unwrap();
-        assert_eq!(back, f);
-    }
-
-    #[test]
-    fn known_answer_rfc6962_empty_and_one() {
-        // transparency-dev/merkle rfc6962 tests: empty root and leaf hash of "".
-        assert_eq!(
-            hex::encode(Frontier::default().root()),
-            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-        );
-        assert_eq!(
-            hex::encode(leaf_hash(b"")),
-            "6e340b9cffb37a989ca544e6bb780a2c78901d3fb33738768511a30617afa01d"
-        );
+        assert!(serde_json::from_str::<Frontier>(r#"{"size":3,"subtrees":[]}"#).is_err());
     }
 }
