@@ -416,7 +416,7 @@ pub struct Rabbitmqctl {
 }
 
 /// One open AMQP connection, as `list_connections` tells it.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConnectionInfo {
     pub user: String,
     pub vhost: String,
@@ -492,16 +492,27 @@ impl Rabbitmqctl {
         .map(drop)
     }
 
+    /// Open connections. Read from the table output: its `pid` column is the form
+    /// `close_connection` takes (`<rabbit@host.1.2.3>`), which the JSON formatter is not.
     pub fn list_connections(&self) -> Result<Vec<ConnectionInfo>, ProvisionError> {
-        self.json(&[
-            "list_connections",
-            "user",
-            "vhost",
-            "name",
-            "pid",
-            "--formatter",
-            "json",
-        ])
+        let args = ["-s", "list_connections", "user", "vhost", "name", "pid"];
+        let out = self.run(&args, None)?;
+        out.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|line| match line.split('\t').collect::<Vec<_>>()[..] {
+                [user, vhost, name, pid] => Ok(ConnectionInfo {
+                    user: user.to_owned(),
+                    vhost: vhost.to_owned(),
+                    name: name.to_owned(),
+                    pid: pid.to_owned(),
+                }),
+                _ => Err(ProvisionError::Output {
+                    program: self.program.clone(),
+                    args: args.join(" "),
+                    message: format!("expected 4 tab-separated columns, got {line:?}"),
+                }),
+            })
+            .collect()
     }
 
     pub fn close_connection(&self, pid: &str, explanation: &str) -> Result<(), ProvisionError> {

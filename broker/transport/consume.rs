@@ -6,8 +6,9 @@
 //!   the caller, and at most `prefetch` deliveries are unacknowledged at a time (`basic.qos`).
 //! - [`Consumer::next`] keeps yielding deliveries after the connection is lost and restored:
 //!   it subscribes again on the new connection. Deliveries not acknowledged before the loss
-//!   are redelivered by RabbitMQ (with `redelivered` set); acknowledging them on the old
-//!   channel fails, and that is harmless.
+//!   are redelivered by RabbitMQ (with `redelivered` set); deliveries still buffered from the
+//!   dead channel are dropped rather than handed out, and acknowledging one handed out just
+//!   before the loss fails harmlessly.
 //! - A refusal by the server (no read permission, no such queue) is returned as an error, both
 //!   from [`Transport::consume`](super::Transport::consume) and from `next` if it happens on
 //!   a resubscription; `next` returns `None` only once the transport is closed.
@@ -37,8 +38,7 @@ pub struct Consumer {
 }
 
 struct Subscription {
-    // Kept so the channel lives as long as the subscription.
-    _channel: Channel,
+    channel: Channel,
     consumer: lapin::Consumer,
 }
 
@@ -89,10 +89,7 @@ impl Consumer {
             )
             .await
             .map_err(amqp(format!("consuming queue {:?}", self.queue)))?;
-        self.current = Some(Subscription {
-            _channel: channel,
-            consumer,
-        });
+        self.current = Some(Subscription { channel, consumer });
         Ok(())
     }
 
@@ -125,7 +122,18 @@ impl Consumer {
                 continue;
             };
             match sub.consumer.next().await {
-                Some(Ok(delivery)) => return Some(Ok(Delivery { inner: delivery })),
+                Some(Ok(delivery)) if sub.channel.status().connected() => {
+                    return Some(Ok(Delivery { inner: delivery }));
+                }
+                Some(Ok(delivery)) => {
+                    // Buffered before the channel died: it cannot be acked any more, and
+                    // RabbitMQ delivers it again on the new subscription.
+                    debug!(
+                        queue = %self.queue,
+                        tag = delivery.delivery_tag,
+                        "dropping a delivery of a closed channel"
+                    );
+                }
                 Some(Err(e)) => {
                     warn!(queue = %self.queue, error = %e, "consumer interrupted; subscribing again");
                     self.current = None;
