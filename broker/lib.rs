@@ -23,6 +23,7 @@
 //! - [`transport`]: the lapin connection over mutual TLS, topology, publishing with
 //!   confirms, consuming with manual acks, reconnection.
 //! - [`provision`]: RabbitMQ users and permissions from the registry.
+//! - [`serve`]: the routing daemon: consume ingress, check, route, deliver, audit, ack.
 //! - [`store`]: the audit log (write-ahead log, group commit) and the sled indexes derived from it.
 //! - [`participant`]: the participant side, a library a hotline embeds: sign and send, read the
 //!   inbox verifying origin and attestation, hand each message over exactly once.
@@ -39,6 +40,7 @@ pub mod provision;
 pub mod reason;
 pub mod registry;
 pub mod route;
+pub mod serve;
 pub mod signing;
 pub mod store;
 pub mod transport;

@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 pub mod keys;
 pub mod pki;
 pub mod provision;
+pub mod serve;
 pub mod submit;
 pub mod inbox;
 pub mod status_update;
@@ -36,6 +37,8 @@ pub enum Command {
     Pki(pki::PkiCommand),
     /// Create RabbitMQ users and permissions for every participant of a registry.
     Provision(provision::ProvisionArgs),
+    /// Run the routing daemon (consume ingress, check, route, deliver, audit).
+    Serve(serve::ServeArgs),
     /// Sign and send a referral (or retraction, receipt, status) as a participant.
     Submit(submit::SubmitArgs),
     /// Read your inbox: verify each message, print it, send receipts, acknowledge.
@@ -68,6 +71,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Keys(cmd) => keys::run(cmd),
         Command::Pki(cmd) => pki::run(cmd),
         Command::Provision(args) => provision::run(args),
+        Command::Serve(args) => serve::run(args),
         Command::Submit(args) => submit::run(args),
         Command::Inbox(args) => inbox::run(args),
         Command::StatusUpdate(args) => status_update::run(args),

@@ -1,0 +1,59 @@
+//! The routing daemon, `referral-broker serve`: consumes `ingress`, checks every message,
+//! routes referrals to their destinations' inboxes with the origin's signature intact and
+//! the broker's signed attestation, carries receipts, statuses and retractions, and refuses
+//! the rest with a signed notice and a copy in quarantine — recording every step in the
+//! audit log before acknowledging anything.
+//!
+//! # Layout
+//!
+//! - [`config`]: `broker.toml`, read and checked before anything is opened or connected.
+//! - [`server`]: [`run`]`(config, shutdown)`: the consume loop, the window of concurrent
+//!   tasks, acks, shutdown. Nothing else.
+//! - [`pipeline`]: one message start to finish (verify → route → dedup → audit → publish →
+//!   audit → ready to ack), idempotent on redelivery.
+//! - [`flood`]: per-participant rate and in-flight limits (pure); the design is in its
+//!   documentation (hold in memory, then spill to the back of `ingress`).
+//! - [`message`]: the AMQP properties and headers the daemon reads and writes.
+//! - [`notice`]: notices signed with the broker's key.
+//!
+//! # The pipeline (design "Broker pipeline")
+//!
+//! ```text
+//! ingress ─► ingress::verify ─► kind?
+//!   referral:   route::plan ─► per destination: URL check-and-open ─► append received,
+//!               routed, duplicate ─► publish to each inbox (attestation) + notices
+//!               (duplicate, unroutable) ─► append delivered, notice ─► ack
+//!   receipt /   referral known? sender a destination (or, for a retraction, the origin)?
+//!   status /    ─► append received + receipt|status|retraction ─► publish to the origin
+//!   retraction  (or to every destination) ─► append delivered ─► ack
+//!   refused:    quarantine (confirmed) + notice to the authenticated sender ─► append
+//!               rejected, notice ─► ack
+//! ```
+//!
+//! # What the daemon guarantees
+//!
+//! - Nothing is acked before every publish it calls for is confirmed (and routed) and every
+//!   audit entry is durable (the store's group commit). Throughput comes from the window
+//!   (many messages in flight) and group commit, never from acking early.
+//! - A crash at any point loses nothing: the unacked message is redelivered and the pipeline
+//!   resumes from the envelope's recorded outcome (see [`pipeline`]).
+//! - The origin's bytes and `x-sig`/`x-key-id` reach the destination unchanged; the origin
+//!   never receives its own referral; everything the broker says in its own name is signed
+//!   with the broker key of the registry.
+//! - One participant's flood (good or bad messages) never takes the others' place in the
+//!   window ([`flood`]).
+//!
+//! # Not done here
+//!
+//! Checkpoints (issue 5: cut every N entries / T seconds and at shutdown, sent to every
+//! inbox) are not cut by the daemon yet; the operators' HTTP endpoints neither.
+
+pub mod config;
+pub mod flood;
+pub mod message;
+pub mod notice;
+pub mod pipeline;
+pub mod server;
+
+pub use config::{ConfigError, ServeConfig};
+pub use server::{ServeError, Summary, run};
