@@ -496,11 +496,11 @@ fn every_ingress_code_is_covered_in_order() {
         ),
         (ReasonCode::BadSignature, with(&|m| m.body.push(b'\n'))),
         (ReasonCode::InvalidUtf8, signed(vec![b'"', 0xc3, b'"'])),
-        (ReasonCode::InvalidJson, signed(b"{]".to_vec())),
         (
             ReasonCode::TooDeep,
             signed(format!("{}1{}", "[".repeat(17), "]".repeat(17)).into_bytes()),
         ),
+        (ReasonCode::InvalidJson, signed(b"{]".to_vec())),
         (
             ReasonCode::SchemaViolation,
             signed(serde_json::to_vec(&extra).unwrap_or_default()),
@@ -524,8 +524,7 @@ fn every_ingress_code_is_covered_in_order() {
         .into_iter()
         .take_while(|c| *c != ReasonCode::Unroutable)
         .collect();
-    // Listed in ReasonCode's order, which is the order of the checks (except that the depth
-    // check runs before the JSON parser, so a too-deep body never reaches it).
+    // Listed in ReasonCode's order, which is the order of the checks.
     assert_eq!(codes, ingress, "every ingress code has exactly one case");
     for (code, msg) in cases {
         let seen = |id: &EnvelopeId| code == ReasonCode::Replayed && id == &e.id;
