@@ -10,6 +10,7 @@
 //! own module.
 
 mod client;
+mod provision;
 mod transport;
 mod util;
 
