@@ -97,18 +97,18 @@ pub fn run(args: InboxArgs) -> anyhow::Result<ExitCode> {
             let Some(event) = event else { break };
             handle(me, &args, event?, &mut counts).await?;
         }
+        let queue = inbox.queue().to_owned();
+        let refused_dir = inbox.data_dir().root().join("refused");
+        inbox.close().await;
         eprintln!(
             "{}: {} handed over, {} receipt(s) sent, {} duplicate(s) dropped, {} refused{}",
-            inbox.queue(),
+            queue,
             counts.handed_over,
             counts.receipts,
             counts.duplicates,
             counts.refused,
             if counts.refused > 0 {
-                format!(
-                    " (copies in {})",
-                    inbox.data_dir().root().join("refused").display()
-                )
+                format!(" (copies in {})", refused_dir.display())
             } else {
                 String::new()
             }

@@ -86,7 +86,7 @@ pub fn run(args: StatusUpdateArgs) -> anyhow::Result<ExitCode> {
     };
     // Checked before connecting: a missing --reason is a usage error, not a network one.
     if let Err(e) = status.validate("") {
-        eprintln!("error: {e}");
+        eprintln!("error: status {e} (see `referral-broker status-update --help`)");
         return Ok(ExitCode::from(super::EXIT_CONFIG));
     }
     with_participant(&args.config.config, async |me| {

@@ -231,6 +231,18 @@ impl Inbox {
         &self.data
     }
 
+    /// Ends reading: closes the channel of a `Drain` inbox (a `Follow` inbox's channel closes
+    /// with the connection). Messages taken but not handed over return to the queue.
+    pub async fn close(self) {
+        if let Source::Drain {
+            channel: Some(ch), ..
+        } = &self.source
+            && ch.status().connected()
+        {
+            let _ = ch.close(200, "inbox read".into()).await;
+        }
+    }
+
     /// The next delivery, verified and classified. `None`: the queue is empty (`Drain`) or the
     /// connection was closed (`Follow`).
     pub async fn next(&mut self) -> Option<Result<InboxEvent, ParticipantError>> {
