@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod bench;
 pub mod keys;
 pub mod pki;
 pub mod provision;
@@ -45,6 +46,8 @@ pub enum Command {
     Inbox(inbox::InboxArgs),
     /// Report what happened to one item of a referral you received.
     StatusUpdate(status_update::StatusUpdateArgs),
+    /// Measure the store: dedup lookups+inserts, audit appends (group commit), log verification.
+    Bench(bench::BenchArgs),
 }
 
 /// Exit code for bad usage or configuration (as sysexits' EX_USAGE / EX_CONFIG do).
@@ -75,6 +78,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Submit(args) => submit::run(args),
         Command::Inbox(args) => inbox::run(args),
         Command::StatusUpdate(args) => status_update::run(args),
+        Command::Bench(args) => bench::run(args),
     };
     match outcome {
         Ok(code) => code,

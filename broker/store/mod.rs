@@ -219,6 +219,17 @@ pub struct PurgeReport {
     pub entry: Seq,
 }
 
+/// Counters since [`Store::open`] (for metrics and the benchmark).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Entries appended.
+    pub appended: u64,
+    /// Group commits that wrote them (entries / batches = the mean batch size).
+    pub batches: u64,
+    /// Tree size.
+    pub size: u64,
+}
+
 /// Entries applied to sled per atomic batch during replay.
 const REPLAY_BATCH: usize = 4096;
 
@@ -334,6 +345,7 @@ impl Store {
         let state = Arc::new(Mutex::new(writer::TreeState {
             frontier: frontier.clone(),
             last_checkpoint,
+            ..Default::default()
         }));
         let writer = writer::Handle::start(
             writer::Start {
@@ -402,6 +414,16 @@ impl Store {
     /// The tree head covering every durable entry.
     pub fn tree_head(&self) -> TreeHead {
         lock(&self.inner.state).head()
+    }
+
+    /// Counters since open.
+    pub fn stats(&self) -> StoreStats {
+        let st = lock(&self.inner.state);
+        StoreStats {
+            appended: st.appended,
+            batches: st.batches,
+            size: st.frontier.size(),
+        }
     }
 
     /// A tree head if a checkpoint is due by [`StoreConfig::checkpoint_every_entries`] /

@@ -35,6 +35,10 @@ pub(super) struct TreeState {
     pub frontier: Frontier,
     /// Seq and time of the latest `checkpoint` entry.
     pub last_checkpoint: Option<(Seq, DateTime<Utc>)>,
+    /// Group commits (one fsync each, or more for a batch over the chunk size) since open.
+    pub batches: u64,
+    /// Entries appended since open.
+    pub appended: u64,
 }
 
 impl TreeState {
@@ -409,6 +413,8 @@ impl Writer {
         {
             let mut st = lock(&self.state);
             st.frontier = self.frontier.clone();
+            st.batches += 1;
+            st.appended += all.len() as u64;
             if last_checkpoint.is_some() {
                 st.last_checkpoint = last_checkpoint;
             }
