@@ -176,7 +176,7 @@ fn dedup(args: &BenchArgs, dir: &Path, config: &StoreConfig) -> anyhow::Result<(
                 }
                 check(filled)?;
                 filled += 1;
-                if filled % 4096 == 0 {
+                if filled.is_multiple_of(4096) {
                     pb.set_position(filled - start);
                 }
             }
@@ -405,7 +405,7 @@ fn verify_pass(reader: &LogReader, pb: &ProgressBar) -> anyhow::Result<u64> {
             recent.pop_front();
         }
         n += 1;
-        if n % 8192 == 0 {
+        if n.is_multiple_of(8192) {
             pb.set_position(n);
         }
     }
