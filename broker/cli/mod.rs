@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod audit_store;
 pub mod bench;
 pub mod keys;
 pub mod pki;
