@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod audit_store;
 pub mod bench;
+pub mod audit;
 pub mod keys;
 pub mod pki;
 pub mod provision;
@@ -34,6 +35,9 @@ pub enum Command {
     /// Signing keys: generate a participant's ed25519 key pair.
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// The chain of custody: verify the log, prove an envelope's entries, check a bundle.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
     /// Development PKI: a CA, a server certificate, participant certificates.
     #[command(subcommand)]
     Pki(pki::PkiCommand),
@@ -73,6 +77,7 @@ pub fn init_logging(verbose: u8) {
 pub fn run(cli: Cli) -> ExitCode {
     let outcome = match cli.command {
         Command::Keys(cmd) => keys::run(cmd),
+        Command::Audit(cmd) => audit::run(cmd),
         Command::Pki(cmd) => pki::run(cmd),
         Command::Provision(args) => provision::run(args),
         Command::Serve(args) => serve::run(args),
