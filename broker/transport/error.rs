@@ -114,8 +114,8 @@ impl ConnectError {
                 self.endpoint
             ),
             ConnectFailure::LoginRefused => format!(
-                "the TLS handshake succeeded but the certificate's CN ({cert}) is not a user on \
-                 this node: the participant is not provisioned (run `referral-broker \
+                "TLS accepted {cert}, but no RabbitMQ user is named after its CN (the \
+                 participant id): the participant is not provisioned (run `referral-broker \
                  provision`) or was removed from the registry."
             ),
             ConnectFailure::VhostNotAllowed => format!(

@@ -320,6 +320,41 @@ async fn participant_cannot_touch_what_is_not_its_own() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn many_publishes_in_flight() {
+    // `send` hands a message over and returns its confirm: a window of publishes in flight.
+    let net = Net::new("window", &["fr.hotline"]);
+    let hotline = net.id("fr.hotline");
+    let _broker = net.connect_broker().await;
+    let participant = Transport::connect(net.config(&hotline))
+        .await
+        .expect("connects");
+    let publisher = participant.publisher();
+    let n = 1000;
+    let started = Instant::now();
+    let mut pending = Vec::with_capacity(n);
+    for id in ids("w", n) {
+        let confirm = publisher
+            .send(
+                INGRESS_EXCHANGE,
+                INGRESS_ROUTING_KEY,
+                id.as_bytes(),
+                props(hotline.as_str(), &id),
+            )
+            .await
+            .expect("handed over");
+        pending.push(confirm);
+    }
+    for confirm in pending {
+        confirm.wait().await.expect("confirmed and routed");
+    }
+    let took = started.elapsed();
+    println!(
+        "{n} publishes in flight, all confirmed in {took:?} ({:.0}/s, debug build)",
+        n as f64 / took.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unroutable_publish_is_a_failure() {
     let net = Net::new("noroute", &["fr.hotline"]);
     let broker = net.connect_broker().await;
@@ -559,6 +594,66 @@ async fn broker_survives_node_restart() {
         deliveries
     );
     assert_eq!(seen, want);
+    drop(net);
+    drop(node);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn blocked_connection_makes_publishes_time_out_then_recover() {
+    // A memory alarm blocks every publishing connection of the node: its own node again.
+    let node = support::PrivateNode::start();
+    let net = Net::on_node(node.node.clone(), "blocked", &["fr.hotline"]);
+    let hotline = net.id("fr.hotline");
+    let _broker = net.connect_broker().await;
+    let mut config = net.config(&hotline);
+    config.confirm_timeout = Duration::from_secs(2);
+    let participant = Transport::connect(config).await.expect("connects");
+    let publisher = participant.publisher();
+    publish_all(
+        &publisher,
+        hotline.as_str(),
+        &ids("ok", 1),
+        Duration::from_secs(10),
+    )
+    .await;
+
+    // Watermark 0: the alarm goes off at once and RabbitMQ blocks publishers.
+    node.node.ctl(&["set_vm_memory_high_watermark", "0"]);
+    let err = publisher
+        .publish(
+            INGRESS_EXCHANGE,
+            INGRESS_ROUTING_KEY,
+            b"{}",
+            props(hotline.as_str(), "stalled"),
+        )
+        .await
+        .expect_err("a blocked publish must not succeed");
+    println!("while blocked: {err}");
+    assert!(
+        matches!(err, PublishError::Timeout { blocked: true, .. }),
+        "{err:?}"
+    );
+    assert!(err.is_recoverable());
+    assert!(participant.is_blocked());
+
+    // Alarm cleared: unblocked, and the message goes through when published again.
+    node.node.ctl(&["set_vm_memory_high_watermark", "0.4"]);
+    let since = Instant::now();
+    while participant.is_blocked() {
+        assert!(since.elapsed() < Duration::from_secs(20), "still blocked");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    println!(
+        "unblocked {:?} after the alarm was cleared",
+        since.elapsed()
+    );
+    publish_all(
+        &publisher,
+        hotline.as_str(),
+        &["stalled".to_owned()],
+        Duration::from_secs(20),
+    )
+    .await;
     drop(net);
     drop(node);
 }
