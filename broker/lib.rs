@@ -27,9 +27,12 @@
 //! - [`store`]: the audit log (write-ahead log, group commit) and the sled indexes derived from it.
 //! - [`participant`]: the participant side, a library a hotline embeds: sign and send, read the
 //!   inbox verifying origin and attestation, hand each message over exactly once.
+//! - [`admin`]: the operators' HTTP server inside `serve`: Prometheus metrics, health,
+//!   readiness, the status API and page, and the figures behind them.
 //! - [`cli`]: the subcommands of the `referral-broker` binary.
 #![forbid(unsafe_code)]
 
+pub mod admin;
 pub mod audit;
 pub mod cli;
 pub mod ids;
