@@ -11,6 +11,7 @@
 
 mod client;
 mod provision;
+mod python;
 mod transport;
 mod util;
 
