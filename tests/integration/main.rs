@@ -12,6 +12,7 @@
 mod client;
 mod provision;
 mod python;
+mod store;
 mod transport;
 mod util;
 
