@@ -110,7 +110,10 @@ impl Pending {
         &self.received
     }
 
-    /// The caller's system has the message: record its id durably, then acknowledge.
+    /// The caller's system has the message: record its id durably, then acknowledge. Fails
+    /// only if the record cannot be written (then nothing is acknowledged and the message comes
+    /// again); a lost acknowledgement is logged, since a redelivery is then dropped as a
+    /// duplicate.
     pub async fn handed_over(self) -> Result<Received, ParticipantError> {
         let id = &self.received.envelope.id;
         self.data.record_handed_over(
@@ -120,7 +123,7 @@ impl Pending {
                 kind: self.received.envelope.kind,
             },
         )?;
-        ack(&self.acker, id.as_str()).await?;
+        ack(&self.acker, id.as_str()).await;
         Ok(*self.received)
     }
 
@@ -144,12 +147,14 @@ fn amqp(op: &str, source: lapin::Error) -> ParticipantError {
     })
 }
 
-async fn ack(acker: &Acker, what: &str) -> Result<(), ParticipantError> {
-    acker
-        .ack(BasicAckOptions::default())
-        .await
-        .map_err(|source| amqp(&format!("acknowledging {what}"), source))?;
-    Ok(())
+/// Acknowledges; a failure is logged, not returned. By then the outcome is settled: either the
+/// id is recorded as handed over (a redelivery is dropped as a duplicate) or the message was a
+/// duplicate already. RabbitMQ delivers an unacknowledged message again after a reconnection,
+/// and that is harmless.
+async fn ack(acker: &Acker, what: &str) {
+    if let Err(e) = acker.ack(BasicAckOptions::default()).await {
+        warn!(envelope = what, error = %e, "acknowledgement lost (the connection dropped?); a redelivery will be dropped as a duplicate");
+    }
 }
 
 enum Source {
@@ -315,7 +320,7 @@ impl Inbox {
                 redelivered = delivery.redelivered,
                 "second copy of an envelope already handed over: dropped"
             );
-            ack(&delivery.acker, id.as_str()).await?;
+            ack(&delivery.acker, id.as_str()).await;
             return Ok(InboxEvent::Duplicate {
                 envelope_id: id,
                 kind: genuine.envelope.kind,
@@ -383,11 +388,15 @@ impl Inbox {
                 None
             }
         };
-        delivery
+        // If the reject is lost with the connection, RabbitMQ delivers the message again, it
+        // is refused again and parked then.
+        if let Err(e) = delivery
             .acker
             .reject(BasicRejectOptions { requeue: false })
             .await
-            .map_err(|source| amqp("parking a refused delivery", source))?;
+        {
+            warn!(error = %e, "parking a refused delivery failed; it will come again");
+        }
         Ok(InboxEvent::Refused(RefusedDelivery {
             refusal,
             message_id,
