@@ -37,6 +37,7 @@
 //!
 //! [store]                             # optional: crate::store::StoreConfig
 //! [routing]                           # optional: crate::route::RoutingConfig
+//! [admin]                             # optional: crate::admin::AdminSection (operators' HTTP)
 //! ```
 //!
 //! Guarantees: [`ServeConfig::load`] touches no network and writes nothing; it reads the
@@ -175,6 +176,8 @@ pub struct ConfigFile {
     pub store: StoreConfig,
     #[serde(default)]
     pub routing: RoutingConfig,
+    #[serde(default)]
+    pub admin: crate::admin::AdminSection,
 }
 
 fn default_host() -> String {
@@ -226,6 +229,7 @@ pub struct ServeConfig {
     pub window: usize,
     pub shutdown_grace: Duration,
     pub flood: FloodLimits,
+    pub admin: crate::admin::AdminConfig,
 }
 
 impl ServeConfig {
@@ -419,6 +423,10 @@ impl ServeConfig {
                 max_held_total: prefetch - p.window,
                 notice_every: Duration::from_secs(f.notice_every_secs),
             },
+            admin: parsed
+                .admin
+                .check(base)
+                .map_err(|e| invalid(&e.field, e.problem))?,
         })
     }
 }

@@ -150,6 +150,8 @@ pub struct Pipeline {
     pub store: Store,
     pub out: Outbound,
     pub stats: Stats,
+    /// Hands what was appended to the operators' figures ([`crate::admin`]).
+    pub observer: crate::admin::Observer,
     locks: Locks,
 }
 
@@ -230,6 +232,7 @@ impl Pipeline {
             store,
             out,
             stats: Stats::default(),
+            observer: Default::default(),
             locks: Locks::default(),
         }
     }
@@ -597,6 +600,7 @@ impl Pipeline {
             }
         }
         let appended = self.store.append(entries).await?;
+        self.observer.record(&appended);
         let mut routed_seq: BTreeMap<ParticipantId, Seq> = appended
             .iter()
             .filter(|e| e.event.name() == "routed")
@@ -888,6 +892,7 @@ impl Pipeline {
                     entry,
                 ])
                 .await?;
+            self.observer.record(&appended);
             match appended.get(1) {
                 Some(e) => e.seq,
                 None => {
@@ -1109,7 +1114,8 @@ impl Pipeline {
         }
         Stats::add(&self.stats.notices, notices);
         if !records.is_empty() {
-            self.store.append(records).await?;
+            let appended = self.store.append(records).await?;
+            self.observer.record(&appended);
         }
         if failures.is_empty() {
             Ok(())

@@ -97,8 +97,12 @@ pub async fn run(
         window,
         shutdown_grace,
         flood: flood_limits,
+        admin: admin_config,
         ..
     } = config;
+    let admin = crate::admin::start(admin_config, &registry, &data_dir)
+        .await
+        .map_err(|e| ServeError::Fatal(format!("the admin server: {e}")))?;
 
     // The store first: replaying the log may take a while, and nothing should be consumed
     // before the indexes are complete.
@@ -126,6 +130,7 @@ pub async fn run(
         truncated_bytes = report.truncated_bytes,
         "store open"
     );
+    admin.store_opened(&store);
 
     let topology = Topology::from_registry(&registry);
     let transport = match Transport::connect_declaring(transport_config, topology).await {
@@ -135,6 +140,7 @@ pub async fn run(
             return Err(ServeError::Connect(e));
         }
     };
+    admin.connected(&transport);
     let out = Outbound {
         deliver: transport.publisher(),
         notices: transport.publisher(),
@@ -149,6 +155,7 @@ pub async fn run(
         store.clone(),
         out,
     ));
+    admin.attach(&pipeline.observer);
     let consumer = match transport.consume(INGRESS_QUEUE).await {
         Ok(c) => c,
         Err(e) => {
@@ -163,6 +170,7 @@ pub async fn run(
         prefetch = transport.config().prefetch,
         "serving: consuming {INGRESS_QUEUE}"
     );
+    admin.serving();
 
     // The consumer feeds a bounded channel (cancel-safe to wait on in the loop).
     let (tx, mut rx) = mpsc::channel::<Result<Delivery, TransportError>>(window);
@@ -184,6 +192,7 @@ pub async fn run(
     tokio::pin!(shutdown);
 
     loop {
+        admin.window(tasks.len(), flood.stats().held);
         // Held messages whose turn has come.
         let capacity = window.saturating_sub(tasks.len());
         for (key, delivery) in flood.release(Instant::now(), capacity) {
@@ -266,6 +275,7 @@ pub async fn run(
     }
 
     // Drain: no new messages; finish what runs; leave the rest unacknowledged.
+    admin.stopping();
     feeder.abort();
     drop(rx);
     let held = flood.drain_held();
@@ -317,6 +327,7 @@ pub async fn run(
         per_second = format!("{:.1}", (s.accepted + s.rejected) as f64 / secs),
         "stopped"
     );
+    admin.shutdown().await;
     match fatal {
         Some(why) => Err(ServeError::Fatal(why)),
         None => Ok(s),
