@@ -31,7 +31,7 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound as _, Utc};
 use sha2::{Digest, Sha256};
 use thiserror::Error;
 
@@ -340,7 +340,8 @@ pub struct BrokerCheckpoint {
 
 impl BrokerCheckpoint {
     /// Cuts and signs a checkpoint of the tree of `size` entries with head `root` at `time`
-    /// (written in the wire's timestamp form, so [`Self::time`] reads back exactly).
+    /// (truncated to milliseconds, like the log's entries, and written in the wire's
+    /// timestamp form, so [`Self::time`] reads back exactly).
     pub fn sign(
         origin: &str,
         size: u64,
@@ -360,6 +361,7 @@ impl BrokerCheckpoint {
                 "origin must be one line of 1 to 256 characters",
             ));
         }
+        let time = time.trunc_subsecs(3);
         if !wire::time::representable(&time) {
             return Err(CheckpointError::BadTime(time.to_rfc3339()));
         }

@@ -571,9 +571,11 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
         );
     }
     if out.covered < out.entries {
+        let n = out.entries - out.covered;
         println!(
-            "{} entries after the last checkpoint are not yet covered by a signed checkpoint",
-            out.entries - out.covered
+            "{n} {} after the latest checkpoint's tree size (the checkpoint entry itself \
+             included): covered by the next checkpoint",
+            if n == 1 { "entry" } else { "entries" }
         );
     }
     println!(
@@ -797,6 +799,14 @@ pub fn describe_report(r: &BundleReport, key: &VerifyingKey) -> String {
     s
 }
 
+/// A wire enum's own spelling (`accepted`, `removed`, …).
+fn wire_name<T: serde::Serialize + std::fmt::Debug>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        _ => format!("{v:?}"),
+    }
+}
+
 /// One entry in plain words.
 pub fn describe_entry(e: &Entry) -> String {
     let who = |p: &Option<crate::ids::ParticipantId>| {
@@ -863,17 +873,17 @@ pub fn describe_entry(e: &Entry) -> String {
             who(&e.destination)
         ),
         Event::Receipt(r) => format!(
-            "receipt{env} from {} for referral {}: {:?}{sha}",
+            "receipt{env} from {} for referral {}: {}{sha}",
             who(&e.participant),
             r.referral,
-            r.outcome
+            wire_name(&r.outcome)
         ),
         Event::Status(st) => format!(
-            "status{env} from {} for referral {} item {}: {:?}{sha}",
+            "status{env} from {} for referral {} item {}: {}{sha}",
             who(&e.participant),
             st.referral,
             st.item,
-            st.state
+            wire_name(&st.state)
         ),
         Event::Retraction(r) => format!(
             "retraction{env} from {} of referral {} items {}{sha}",
