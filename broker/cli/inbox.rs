@@ -12,7 +12,7 @@ use super::submit::{ConfigArg, with_participant};
 use crate::participant::{InboxEvent, InboxMode, Participant, render};
 use crate::wire::{Kind, Outcome};
 
-const ABOUT: &str = "\
+pub const ABOUT: &str = "\
 Read your inbox: verify, print, acknowledge.
 
 For every message in inbox.<your id>:
@@ -50,7 +50,6 @@ Exit status: 0 done (also when messages were refused: they are reported); 78 bad
 configuration; 1 anything else (nothing unprinted is acknowledged).";
 
 #[derive(Debug, clap::Args)]
-#[command(long_about = ABOUT)]
 pub struct InboxArgs {
     /// Keep waiting for new messages (until Ctrl-C / SIGTERM).
     #[arg(long)]

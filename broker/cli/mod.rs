@@ -46,10 +46,13 @@ pub enum Command {
     /// Run the routing daemon (consume ingress, check, route, deliver, audit).
     Serve(serve::ServeArgs),
     /// Sign and send a referral (or retraction, receipt, status) as a participant.
+    #[command(long_about = submit::ABOUT)]
     Submit(submit::SubmitArgs),
     /// Read your inbox: verify each message, print it, send receipts, acknowledge.
+    #[command(long_about = inbox::ABOUT)]
     Inbox(inbox::InboxArgs),
     /// Report what happened to one item of a referral you received.
+    #[command(long_about = status_update::ABOUT)]
     StatusUpdate(status_update::StatusUpdateArgs),
     /// Measure the store: dedup lookups+inserts, audit appends (group commit), log verification.
     Bench(bench::BenchArgs),

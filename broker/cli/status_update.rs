@@ -9,7 +9,7 @@ use super::submit::{ConfigArg, with_participant};
 use crate::ids::EnvelopeId;
 use crate::wire::{State, Status};
 
-const ABOUT: &str = "\
+pub const ABOUT: &str = "\
 Report what happened to one item of a referral you received.
 
 Sends a signed `status` envelope; the broker checks that you are a destination of that
@@ -39,7 +39,6 @@ Examples:
 Exit status: 0 sent and confirmed; 78 bad configuration; 1 anything else.";
 
 #[derive(Debug, clap::Args)]
-#[command(long_about = ABOUT)]
 pub struct StatusUpdateArgs {
     /// Envelope id of the referral.
     #[arg(long, value_name = "ID")]
@@ -47,7 +46,8 @@ pub struct StatusUpdateArgs {
     /// Index of the item in the referral (0-based, as `inbox` shows it).
     #[arg(long, value_name = "N")]
     pub item: u16,
-    /// What happened (see above).
+    /// What happened: received, takedown_requested, removed, not_found, disputed,
+    /// forwarded_to_lea, unable_to_act (see --help).
     #[arg(long, value_name = "STATE", value_parser = parse_state)]
     pub status: State,
     /// When it happened, RFC 3339 (default: now).

@@ -13,7 +13,7 @@ use anyhow::Context as _;
 use crate::participant::{ConfigError, Participant, ParticipantConfig, ParticipantError};
 use crate::wire::{Body, Receipt, Referral, Retraction, Status};
 
-const ABOUT: &str = "\
+pub const ABOUT: &str = "\
 Sign and send a referral (or a retraction, receipt or status) as this participant.
 
 FILE holds the BODY of the message, not a whole envelope: the client wraps it in an
@@ -78,7 +78,6 @@ pub enum SubmitKind {
 }
 
 #[derive(Debug, clap::Args)]
-#[command(long_about = ABOUT)]
 pub struct SubmitArgs {
     /// The message body as JSON (`-` reads stdin); with --envelope, a whole envelope.
     #[arg(value_name = "FILE")]
