@@ -41,7 +41,8 @@ Examples:
 
 With --json each line is one of:
   {\"event\":\"message\", \"kind\", \"id\", \"origin\", \"redelivered\", \"verified\":{…},
-   \"envelope\": <the envelope as signed>, \"attestation\": <the broker's attestation or null>}
+   \"envelope\": <the envelope>, \"signed_bytes_base64\": <the exact bytes the origin signed>,
+   \"attestation\": <the broker's attestation, or null for the broker's own messages>}
   {\"event\":\"receipt_sent\", \"referral\", \"receipt\"}
   {\"event\":\"duplicate\", \"id\", \"kind\", \"redelivered\", \"first_handed_over_at\"}
   {\"event\":\"refused\", \"problem\", \"detail\", \"message_id\", \"kept_at\"}

@@ -380,11 +380,14 @@ fn item_text(
     }
 }
 
-/// The message as one JSON object: `event`, the envelope exactly as signed (parsed from the
-/// bytes received), the attestation, and what was verified.
+/// The message as one JSON object: `event`, the envelope (parsed from the bytes received),
+/// `signed_bytes_base64` (the exact bytes the origin signed, to keep as evidence or verify
+/// again), the attestation, and what was verified.
 pub fn json(message: &Received) -> Value {
+    use base64::Engine as _;
     let envelope: Value = serde_json::from_slice(&message.bytes).unwrap_or(Value::Null);
     json!({
+        "signed_bytes_base64": base64::engine::general_purpose::STANDARD.encode(&message.bytes),
         "event": "message",
         "kind": message.envelope.kind,
         "id": message.envelope.id,
