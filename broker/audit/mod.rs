@@ -9,6 +9,17 @@
 //! - Verification returns typed errors and compares roots in constant time.
 //! - A checkpoint is believed only after its signature verifies: its text is not parsed before.
 //!
+//! What the tree does not guarantee by itself, and who closes the gap:
+//! - Entries after the latest checkpoint are covered by no signature: rewriting them (or
+//!   truncating the log and growing it again) leaves a log that verifies on its own. The
+//!   next checkpoint, and every checkpoint a participant already holds, expose it through a
+//!   consistency proof (`audit consistency --checkpoint`).
+//! - Whoever holds the broker's signing key can sign a rewritten log. Only checkpoints kept
+//!   outside the broker (each participant keeps those it receives) expose that.
+//! - When an entry's bytes change with its frame re-written to match, only the tree can tell:
+//!   `audit verify` then knows the first bad entry lies between the last checkpoint that
+//!   still matches and the first that does not, not which one it is.
+//!
 //! The log itself (segment files, sequence numbers) belongs to [`crate::store`]; this module
 //! sees entries as bytes and leaf hashes, and decodes them only to report on a bundle (with
 //! the store's pure [`crate::store::entry`]).

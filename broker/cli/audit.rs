@@ -926,7 +926,8 @@ pub struct ConsistencyOutcome {
     pub root1: Hash,
     pub root2: Hash,
     pub proof: Vec<Hash>,
-    /// With a kept checkpoint: why the log does not extend it (None: it does).
+    /// Why the log does not extend the older tree (the kept checkpoint's, or a size larger
+    /// than the log); None: it does.
     pub rewritten: Option<String>,
     pub log_entries: u64,
 }
@@ -963,18 +964,15 @@ pub fn check_consistency(
             "the log has {size2} entries, fewer than the {size1} of the older tree: entries \
              were removed"
         );
-        if kept.is_some() {
-            return Ok(ConsistencyOutcome {
-                size1,
-                size2,
-                root1: [0; 32],
-                root2: [0; 32],
-                proof: Vec::new(),
-                rewritten: Some(why),
-                log_entries,
-            });
-        }
-        return Err(usage(why));
+        return Ok(ConsistencyOutcome {
+            size1,
+            size2,
+            root1: [0; 32],
+            root2: [0; 32],
+            proof: Vec::new(),
+            rewritten: Some(why),
+            log_entries,
+        });
     }
     let level = TiledLeaves::DEFAULT_LEVEL;
     let keep = TiledLeaves::blocks_for_consistency(level, size1, size2)
@@ -1073,6 +1071,10 @@ fn run_consistency(a: ConsistencyArgs) -> anyhow::Result<ExitCode> {
             println!("NOT CONSISTENT with the kept checkpoint: {why}");
             Ok(ExitCode::from(EXIT_FAILED))
         }
+        (None, Some(why)) => {
+            println!("NOT CONSISTENT: {why}");
+            Ok(ExitCode::from(EXIT_FAILED))
+        }
         (Some(k), None) => {
             if !a.json {
                 println!(
@@ -1086,5 +1088,31 @@ fn run_consistency(a: ConsistencyArgs) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         (None, _) => Ok(ExitCode::SUCCESS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::signing::Signer;
+
+    #[test]
+    fn broker_key_in_every_accepted_form() {
+        let signer = Signer::from_seed([5; 32]);
+        let key = signer.verifying_key();
+        let b64 = signer.public_key_b64();
+        assert_eq!(load_broker_key(&b64).ok(), Some(key));
+        let vkey = crate::audit::checkpoint::verifier_key_string("broker.example", &key)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(load_broker_key(&vkey).ok(), Some(key));
+        let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
+        let file = dir.path().join("broker.pub");
+        std::fs::write(&file, format!("{b64}\n")).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            load_broker_key(file.to_str().unwrap_or_default()).ok(),
+            Some(key)
+        );
+        let bad = load_broker_key("not a key").expect_err("refused");
+        assert!(bad.is::<UsageError>());
     }
 }
