@@ -98,14 +98,20 @@ pub struct SubmitArgs {
 }
 
 pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
+    // Read and check the file before connecting: a bad body costs no connection.
+    let bytes = read_input(&args.file)?;
+    let body = if args.envelope {
+        None
+    } else {
+        Some(
+            parse_body(args.kind, &bytes)
+                .with_context(|| format!("{} is not a valid body", args.file.display()))?,
+        )
+    };
     with_participant(&args.config.config, async |me| {
-        let bytes = read_input(&args.file)?;
-        let id = if args.envelope {
-            me.submit_bytes(&bytes).await?
-        } else {
-            let body = parse_body(args.kind, &bytes)
-                .with_context(|| format!("{} is not a valid body", args.file.display()))?;
-            me.submit(body).await?
+        let id = match body {
+            Some(body) => me.submit(body).await?,
+            None => me.submit_bytes(&bytes).await?,
         };
         println!("{id}");
         Ok(ExitCode::SUCCESS)
