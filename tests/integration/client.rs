@@ -763,3 +763,77 @@ async fn cli_submit_inbox_status_update() {
     let (code, _, err) = tokio::task::block_in_place(|| cli(&["submit", path(&file), "-c", &fr]));
     assert_eq!(code, 1, "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_submit_envelope_bytes_and_inbox_follow() {
+    let net = TestNet::new("client_cli_follow").await;
+    let broker = StubBroker::start(&net).await;
+    let fr = path(&net.member("fr").config_file).to_owned();
+    let nl = path(&net.member("nl").config_file).to_owned();
+
+    // `submit --envelope`: a whole envelope built elsewhere, sent byte for byte.
+    let envelope = Envelope::new(net.member("fr").id.clone(), body_of(REFERRAL_BODY));
+    let mut text = serde_json::to_string_pretty(&envelope).expect("json");
+    text.push('\n');
+    let file = net.dir.path().join("envelope.json");
+    std::fs::write(&file, &text).expect("write");
+    let (code, out, err) =
+        tokio::task::block_in_place(|| cli(&["submit", "--envelope", path(&file), "-c", &fr]));
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out.trim(), envelope.id.as_str());
+    let (to, fwd) = broker.take(1).await.remove(0);
+    assert_eq!(fwd.body, text.as_bytes(), "the file's bytes, unchanged");
+
+    // Someone else's envelope is refused before anything is sent.
+    let foreign = Envelope::new(net.member("de").id.clone(), body_of(REFERRAL_BODY));
+    std::fs::write(&file, foreign.to_bytes()).expect("write");
+    let (code, _, err) =
+        tokio::task::block_in_place(|| cli(&["submit", "--envelope", path(&file), "-c", &fr]));
+    assert_eq!(code, 1);
+    assert!(err.contains("signs only in its own name"), "{err}");
+
+    // `inbox --follow --json` prints messages as they come and stops cleanly on SIGTERM.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_referral-broker"))
+        .args(["inbox", "--follow", "--json", "--no-receipt", "-c", &nl])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn inbox --follow");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        use std::io::BufRead as _;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = tx.send(line);
+        }
+    });
+    broker.publish(&to, &fwd).await;
+    let line = tokio::task::block_in_place(|| rx.recv_timeout(WAIT)).expect("a line in time");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(v["event"], "message");
+    assert_eq!(v["id"], envelope.id.as_str());
+    use base64::Engine as _;
+    let signed = base64::engine::general_purpose::STANDARD
+        .decode(v["signed_bytes_base64"].as_str().expect("base64"))
+        .expect("base64");
+    assert_eq!(signed, text.as_bytes());
+    // A second copy while following: dropped, reported as a duplicate event.
+    broker.publish(&to, &fwd).await;
+    let line = tokio::task::block_in_place(|| rx.recv_timeout(WAIT)).expect("a line in time");
+    let v: serde_json::Value = serde_json::from_str(&line).expect("JSON");
+    assert_eq!(v["event"], "duplicate");
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let out = tokio::task::block_in_place(|| child.wait_with_output()).expect("wait");
+    let err = String::from_utf8_lossy(&out.stderr);
+    println!("{err}");
+    assert!(out.status.success(), "{:?}: {err}", out.status);
+    assert!(err.contains("1 handed over"), "{err}");
+    assert!(err.contains("1 duplicate(s) dropped"), "{err}");
+}
