@@ -57,7 +57,8 @@ keys, certificates); 1 anything else (invalid body, broker unreachable, refused)
 /// The configuration file of a participant command.
 #[derive(Debug, Clone, clap::Args)]
 pub struct ConfigArg {
-    /// The participant's configuration (see `referral_broker::participant::config`).
+    /// The participant's configuration: id, broker, certificate, signing key, registry, data
+    /// directory (example: ops/examples/python/participant.toml).
     #[arg(
         long,
         short = 'c',

@@ -287,6 +287,14 @@ key = "keys/fr.key"
     }
 
     #[test]
+    fn the_shipped_example_parses() {
+        let text = include_str!("../../ops/examples/python/participant.toml");
+        let c = parse(text).expect("ops/examples/python/participant.toml is valid");
+        assert_eq!(c.participant.as_str(), "fr.hotline-example");
+        assert_eq!(c.broker.port, 5671);
+    }
+
+    #[test]
     fn round_trips_through_to_toml() {
         let c = parse(EXAMPLE).expect("valid");
         let again = parse(&c.to_toml()).expect("to_toml output parses");
