@@ -62,7 +62,7 @@ impl Default for AdminSection {
             enabled: true,
             listen: DEFAULT_LISTEN.to_owned(),
             poll_secs: 5,
-            inbox_age_warn_secs: 3600,
+            inbox_age_warn_secs: super::DEFAULT_INBOX_AGE_SECS,
             checkpoint_age_warn_secs: 900,
             history_days: 365,
             tls: None,

@@ -71,6 +71,9 @@ use history::{Facts, History, ItemClock};
 /// Name of the file in the data directory that holds the admin server's URL.
 pub const ADDRESS_FILE: &str = "admin.url";
 
+/// Default threshold (seconds) above which an inbox's oldest unread message needs attention.
+pub const DEFAULT_INBOX_AGE_SECS: u64 = 3600;
+
 /// What the daemon is doing, for readiness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {

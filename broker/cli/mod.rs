@@ -14,6 +14,7 @@ pub mod provision;
 pub mod serve;
 pub mod submit;
 pub mod inbox;
+pub mod status;
 pub mod status_update;
 
 /// Routes signed cross-border referrals between hotlines and law enforcement.
@@ -56,6 +57,8 @@ pub enum Command {
     StatusUpdate(status_update::StatusUpdateArgs),
     /// Measure the store: dedup lookups+inserts, audit appends (group commit), log verification.
     Bench(bench::BenchArgs),
+    /// Operators: a running broker's status (readiness, inboxes, takedown times, checkpoint).
+    Status(status::StatusArgs),
 }
 
 /// Exit code for bad usage or configuration (as sysexits' EX_USAGE / EX_CONFIG do).
@@ -88,6 +91,7 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Inbox(args) => inbox::run(args),
         Command::StatusUpdate(args) => status_update::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Status(args) => status::run(args),
     };
     match outcome {
         Ok(code) => code,
