@@ -29,6 +29,10 @@ use crate::wire::attestation::{
 /// On a held copy: the participant whose message it is (empty: the original had no
 /// `user_id`).
 pub const HEADER_HELD_FOR: &str = "x-held-for";
+/// On a forwarded message: `true` when the broker sends it again after a crash or a failed
+/// attempt (the destination may already hold a copy with the same envelope id: drop it).
+/// RabbitMQ's own `redelivered` flag cannot say this, the copy being a new publish.
+pub const HEADER_REDELIVERED: &str = "x-redelivered";
 /// On a quarantined message: the reason code.
 pub const HEADER_REASON: &str = "x-reason";
 /// On a quarantined message: what exactly was wrong.
@@ -107,12 +111,14 @@ fn long(text: impl Into<Vec<u8>>) -> AMQPValue {
 }
 
 /// Properties of a message the broker forwards to a destination (see the module
-/// documentation), with the signed attestation.
+/// documentation), with the signed attestation; `again`: an earlier attempt may have
+/// delivered it already ([`HEADER_REDELIVERED`]).
 pub fn forward_properties(
     original: &BasicProperties,
     origin: &ParticipantId,
     broker: &ParticipantId,
     attestation: &SignedAttestation,
+    again: bool,
 ) -> BasicProperties {
     let mut headers = FieldTable::default();
     for name in [HEADER_SIG, HEADER_KEY_ID] {
@@ -130,6 +136,9 @@ pub fn forward_properties(
         HEADER_ATTESTATION_KEY_ID.into(),
         long(attestation.key_id.as_str()),
     );
+    if again {
+        headers.insert(HEADER_REDELIVERED.into(), AMQPValue::Boolean(true));
+    }
     let mut props = BasicProperties::default()
         .with_content_type(CONTENT_TYPE_JSON.into())
         .with_delivery_mode(2)
@@ -336,7 +345,13 @@ mod tests {
             sig_b64: "sig".into(),
             key_id: "0011223344556677".parse().expect("key id"),
         };
-        let f = forward_properties(&p, &"fr.hotline".parse().expect("id"), &broker(), &att);
+        let f = forward_properties(
+            &p,
+            &"fr.hotline".parse().expect("id"),
+            &broker(),
+            &att,
+            false,
+        );
         assert_eq!(f.user_id().as_ref().map(|s| s.as_str()), Some("net.broker"));
         assert_eq!(header_str(&f, HEADER_SIG), Some("c2ln"));
         assert_eq!(header_str(&f, HEADER_KEY_ID), Some("0011223344556677"));

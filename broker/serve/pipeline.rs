@@ -260,7 +260,15 @@ impl Pipeline {
                     Prior::Resume(rec) => self.accepted(&msg, v.envelope, sha, rec, true).await,
                 }
             }
-            Err(rej) => {
+            Err(mut rej) => {
+                // The size is checked before the sender is looked up; the sender is known all
+                // the same (RabbitMQ authenticated `user_id`), so it is told.
+                if rej.sender.is_none() {
+                    rej.sender = meta
+                        .user_id
+                        .and_then(|u| u.parse::<ParticipantId>().ok())
+                        .filter(|id| self.registry.get(id).is_some());
+                }
                 // Clock skew is the last check: the signature verified and the body decoded.
                 if rej.code == ReasonCode::ClockSkew
                     && let Some(id) = rej.envelope_id.clone()
@@ -692,8 +700,8 @@ impl Pipeline {
                 envelope,
                 dest,
                 &attestation,
-                split.routed.clone(),
                 sha,
+                resumed,
             )?);
         }
 
@@ -929,7 +937,14 @@ impl Pipeline {
                 audit_seq: event_seq.get(),
                 attested_at: now,
             };
-            publishes.push(self.forward(msg, envelope, dest, &attestation, Vec::new(), sha)?);
+            publishes.push(self.forward(
+                msg,
+                envelope,
+                dest,
+                &attestation,
+                sha,
+                resumed,
+            )?);
         }
         let delivered = publishes.len();
         self.publish_and_record(publishes).await?;
@@ -1028,13 +1043,15 @@ impl Pipeline {
         envelope: &Envelope,
         dest: &ParticipantId,
         attestation: &Attestation,
-        items: Vec<u16>,
         sha: Sha256Digest,
+        again: bool,
     ) -> Result<Publish, Failure> {
+        let items = attestation.items.iter().map(|i| i.index).collect();
         let signed = attestation
             .sign(&self.signer)
             .map_err(|e| Failure::Fatal(format!("building the attestation for {dest}: {e}")))?;
-        let props = message::forward_properties(msg.props, &envelope.origin, &self.broker, &signed);
+        let props =
+            message::forward_properties(msg.props, &envelope.origin, &self.broker, &signed, again);
         Ok(Publish {
             exchange: DELIVER_EXCHANGE,
             routing_key: dest.as_str().to_owned(),

@@ -10,7 +10,9 @@
 //! own module.
 
 mod client;
+mod network;
 mod provision;
+mod serve;
 mod python;
 mod store;
 mod transport;
