@@ -423,6 +423,101 @@ mod tests {
     use super::*;
     use crate::reason::ReasonCode;
 
+    /// Every `refbroker_*` name the alert rules and the dashboard use is a metric here.
+    #[test]
+    fn ops_files_use_only_metrics_that_exist() {
+        // Every family with one series (an empty family is not written at all).
+        let m = Metrics::new();
+        let p: crate::ids::ParticipantId = "nl.hotline".parse().expect("id");
+        for o in [
+            Observed::Received {
+                participant: p.clone(),
+                kind: "referral",
+            },
+            Observed::Delivered {
+                destination: p.clone(),
+                kind: "referral",
+                latency: Some(1.0),
+            },
+            Observed::Rejected {
+                participant: None,
+                code: ReasonCode::BadSignature,
+            },
+            Observed::Duplicates {
+                participant: p.clone(),
+                items: 1,
+            },
+            Observed::Notice {
+                destination: p.clone(),
+                code: ReasonCode::Duplicate,
+            },
+            Observed::Removed {
+                country: "NL".into(),
+                secs: 1,
+            },
+        ] {
+            m.observe(&o);
+        }
+        let pl = ParticipantLabel {
+            participant: p.as_str().into(),
+        };
+        m.inbox_depth.get_or_create(&pl).set(1);
+        m.inbox_consumers.get_or_create(&pl).set(1);
+        m.inbox_oldest_age.get_or_create(&pl).set(1.0);
+        let ql = QueueLabel {
+            queue: "parked".into(),
+        };
+        m.queue_depth.get_or_create(&ql).set(1);
+        m.queue_consumers.get_or_create(&ql).set(1);
+        let figures = crate::admin::status::TakedownFigures {
+            country: "NL".into(),
+            removed: 1,
+            median_secs: 1,
+            p90_secs: 1,
+            within_3_days: 1.0,
+        };
+        m.set_takedown(&TakedownStatus {
+            window_days: 365,
+            countries: vec![figures.clone()],
+            all: Some(figures),
+            unknown: 0,
+        });
+        let text = m.encode();
+        let families: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split(' ').next())
+            .collect();
+        for (file, content) in [
+            (
+                "ops/prometheus/alerts.yml",
+                include_str!("../../ops/prometheus/alerts.yml"),
+            ),
+            (
+                "ops/grafana/referral-broker.json",
+                include_str!("../../ops/grafana/referral-broker.json"),
+            ),
+        ] {
+            let mut used = 0;
+            for (i, _) in content.match_indices("refbroker_") {
+                let name: String = content[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                    .collect();
+                let family = ["_total", "_bucket", "_count", "_sum"]
+                    .iter()
+                    .find_map(|s| name.strip_suffix(s))
+                    .unwrap_or(&name);
+                assert!(
+                    families.contains(&family),
+                    "{file} uses {name}, which /metrics does not have:\n{text}"
+                );
+                used += 1;
+            }
+            assert!(used > 5, "{file}: {used} metric names");
+        }
+    }
+
     #[test]
     fn observations_become_labelled_series() {
         let m = Metrics::new();
