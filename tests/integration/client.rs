@@ -2,14 +2,19 @@
 //! receipt → status update, end to end; a second copy of an envelope id is dropped, also after
 //! the inbox is reopened; a tampered body or a wrong signature is never handed over as genuine
 //! (it is parked and a copy kept), and a valid message right after still flows; the CLI's
-//! `submit`, `inbox --json`, `status-update` and its exit codes.
+//! `submit` (also `--envelope`), `inbox` (`--json`, `--follow`), `status-update` and their exit
+//! codes.
 //!
-//! The broker here is [`StubBroker`], the test itself acting as the broker: it consumes
-//! `ingress` with the broker's certificate, runs the real ingress checks
-//! ([`referral_broker::ingress::verify`]), and forwards the origin's bytes and signature
-//! unchanged to the destination's inbox with a broker-signed attestation, as the design's
-//! pipeline does (no routing table, dedup or audit: those are the daemon's, tested in its own
-//! files). It can also publish crafted deliveries (duplicates, tampered bytes).
+//! Two brokers:
+//! - [`StubBroker`], the test itself acting as the broker: it consumes `ingress` with the
+//!   broker's certificate, runs the real ingress checks ([`referral_broker::ingress::verify`]),
+//!   and forwards the origin's bytes and signature unchanged with a broker-signed attestation.
+//!   It can also publish what a real broker never should (a second copy, tampered bytes, a
+//!   wrong signature), to show what the client does with them.
+//! - the real daemon (`referral-broker serve`, through the DAEMON helper's
+//!   [`Network`](super::network::Network)): the `daemon_*` tests show that what the client
+//!   signs passes the daemon's checks, that the client verifies the daemon's attestations and
+//!   its own signed notices, and that receipts and statuses travel back to the origin.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -37,6 +42,7 @@ use referral_broker::wire::attestation::{
 };
 use referral_broker::wire::{self, Body, Envelope, Kind, Outcome, State, Status};
 
+use super::network::{self, Network, random_url};
 use super::util::{Certs, TestVhost};
 
 /// The referral of the contract's `minimal` example: one item hosted in NL.
@@ -762,6 +768,256 @@ async fn cli_submit_inbox_status_update() {
     std::fs::write(&file, REFERRAL_BODY.replace("\"NL\"", "\"nl\"")).expect("write");
     let (code, _, err) = tokio::task::block_in_place(|| cli(&["submit", path(&file), "-c", &fr]));
     assert_eq!(code, 1, "{err}");
+}
+
+// ---------------------------------------------------------------------------------------
+// Through the real daemon (`referral-broker serve`, the DAEMON helper's [`Network`]).
+
+/// A `participant.toml` (and the signing key file it names) for member `name` of a daemon
+/// [`Network`]; returns the configuration and the file.
+pub fn network_client(net: &Network, name: &str) -> (ParticipantConfig, PathBuf) {
+    let m = net.member(name);
+    let keys = net.dir.path().join(format!("client-keys-{name}"));
+    std::fs::create_dir_all(&keys).expect("keys dir");
+    let paths = match Signer::from_seed(m.seed).write_key_files(&keys, &m.id) {
+        Ok(p) => p,
+        Err(signing::SigningError::KeyExists { .. }) => signing::KeyFilePaths::new(&keys, &m.id),
+        Err(e) => panic!("key files: {e}"),
+    };
+    let config = ParticipantConfig {
+        participant: m.id.clone(),
+        registry: net.dir.path().join("registry.toml"),
+        data_dir: net.dir.path().join(format!("client-data-{name}")),
+        signing_key: paths.private,
+        broker: BrokerConfig {
+            host: "localhost".into(),
+            port: net.vhost.node().amqps_port,
+            vhost: net.vhost.name().to_owned(),
+            ca: net.certs.ca_cert(),
+            certificate: m.cert.cert.clone(),
+            key: m.cert.key.clone(),
+            heartbeat: Duration::from_secs(10),
+            confirm_timeout: Duration::from_secs(10),
+            connect_timeout: Duration::from_secs(10),
+            prefetch: 16,
+        },
+    };
+    let file = net.dir.path().join(format!("participant-{name}.toml"));
+    std::fs::write(&file, config.to_toml()).expect("write participant.toml");
+    (config, file)
+}
+
+/// Connects member `name` of a daemon [`Network`] as a [`Participant`].
+pub async fn network_participant(net: &Network, name: &str) -> Participant {
+    Participant::connect(network_client(net, name).0)
+        .await
+        .unwrap_or_else(|e| panic!("{name} connects: {e}"))
+}
+
+/// Follows the inbox until `pred` says enough was handed over (within [`WAIT`]); returns
+/// every genuine message handed over and every other event, in order.
+pub async fn follow_until(
+    p: &Participant,
+    mut enough: impl FnMut(&[Received]) -> bool,
+) -> (Vec<Received>, Vec<InboxEvent>) {
+    let mut inbox = p.inbox(InboxMode::Follow).await.expect("inbox opens");
+    let mut handed = Vec::new();
+    let mut others = Vec::new();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while !enough(&handed) {
+        let event = tokio::time::timeout_at(deadline, inbox.next())
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{}: not enough within {WAIT:?}; handed over {:?}, other events {others:?}",
+                    p.id(),
+                    handed
+                        .iter()
+                        .map(|r: &Received| (r.envelope.kind, r.envelope.id.to_string()))
+                        .collect::<Vec<_>>()
+                )
+            })
+            .expect("the connection stays open")
+            .expect("inbox event");
+        match event {
+            InboxEvent::Message(pending) => {
+                handed.push(pending.handed_over().await.expect("handed over"))
+            }
+            other => others.push(other),
+        }
+    }
+    (handed, others)
+}
+
+/// The handed-over messages of `kind`.
+fn of_kind(got: &[Received], kind: Kind) -> Vec<&Received> {
+    got.iter().filter(|r| r.envelope.kind == kind).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_submit_inbox_receipt_status_and_notice() {
+    let mut net = Network::new("client_daemon").await;
+    net.start_broker();
+    let fr = network_participant(&net, "fr").await;
+    let nl = network_participant(&net, "nl").await;
+
+    // fr refers a URL hosted in NL; the daemon routes it to nl with its attestation.
+    let url = random_url();
+    let id = fr
+        .submit(network::referral(vec![network::item(&url, "NL")]))
+        .await
+        .expect("submit");
+    let (got, others) = follow_until(&nl, |g| g.iter().any(|r| r.envelope.id == id)).await;
+    assert!(others.is_empty(), "{others:?}");
+    let referral = got
+        .iter()
+        .find(|r| r.envelope.id == id)
+        .expect("the referral");
+    assert_eq!(referral.envelope.origin, net.id("fr"));
+    let att = referral
+        .attestation
+        .as_ref()
+        .expect("the daemon's attestation");
+    assert_eq!(att.destination, net.id("nl"));
+    assert_eq!(att.items.len(), 1);
+    assert_eq!(att.items[0].reasons, vec![RouteReason::Country]);
+    println!(
+        "{}",
+        referral_broker::participant::render::text(referral, nl.registry())
+    );
+
+    // nl: receipt and `removed`; both reach fr through the daemon, verified.
+    let receipt = nl
+        .send_receipt(&id, Outcome::Accepted, None)
+        .await
+        .expect("receipt");
+    let status = nl
+        .send_status(Status {
+            referral: id.clone(),
+            item: 0,
+            state: State::Removed,
+            at: Utc::now().trunc_subsecs(3),
+            reason: None,
+            lea_case_number: None,
+            note: None,
+        })
+        .await
+        .expect("status");
+    let (got, others) = follow_until(&fr, |g| {
+        g.iter().any(|r| r.envelope.id == receipt) && g.iter().any(|r| r.envelope.id == status)
+    })
+    .await;
+    assert!(others.is_empty(), "{others:?}");
+    for r in got
+        .iter()
+        .filter(|r| [&receipt, &status].contains(&&r.envelope.id))
+    {
+        assert_eq!(r.envelope.origin, net.id("nl"));
+        let att = r.attestation.as_ref().expect("attested");
+        assert_eq!(att.referral.as_ref(), Some(&id));
+        assert_eq!(att.destination, net.id("fr"));
+    }
+
+    // A URL referred twice: the second is a duplicate, and fr gets the broker's own signed
+    // notice (verified with the broker's key; no attestation needed).
+    let url2 = random_url();
+    let first = fr
+        .submit(network::referral(vec![network::item(&url2, "NL")]))
+        .await
+        .expect("submit");
+    let second = fr
+        .submit(network::referral(vec![network::item(&url2, "NL")]))
+        .await
+        .expect("submit");
+    let (got, _) = follow_until(&fr, |g| {
+        g.iter().any(|r| match &r.envelope.body {
+            Body::Notice(n) => n.about.as_ref() == Some(&second),
+            _ => false,
+        })
+    })
+    .await;
+    let notice = of_kind(&got, Kind::Notice)
+        .into_iter()
+        .find(|r| matches!(&r.envelope.body, Body::Notice(n) if n.about.as_ref() == Some(&second)))
+        .expect("a notice about the second referral");
+    assert_eq!(notice.envelope.origin, net.broker_id);
+    assert!(notice.attestation.is_none());
+    match &notice.envelope.body {
+        Body::Notice(n) => {
+            assert_eq!(n.code.as_str(), "duplicate");
+            assert_eq!(n.first_referral.as_ref(), Some(&first));
+        }
+        other => panic!("{other:?}"),
+    }
+    fr.close().await;
+    nl.close().await;
+    assert!(net.stop_broker().success());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn daemon_cli_submit_inbox_status_update() {
+    let mut net = Network::new("client_daemon_cli").await;
+    net.start_broker();
+    let (_, fr) = network_client(&net, "fr");
+    let (_, nl) = network_client(&net, "nl");
+    let (fr, nl) = (path(&fr).to_owned(), path(&nl).to_owned());
+    let file = net.dir.path().join("referral.json");
+    let body = match network::referral(vec![network::item(&random_url(), "NL")]) {
+        Body::Referral(r) => serde_json::to_string_pretty(&r).expect("json"),
+        _ => unreachable!("a referral"),
+    };
+    std::fs::write(&file, body).expect("write");
+
+    let (code, out, err) = tokio::task::block_in_place(|| cli(&["submit", path(&file), "-c", &fr]));
+    assert_eq!(code, 0, "{err}");
+    let id: EnvelopeId = out.trim().parse().expect("an envelope id");
+
+    // `inbox` (drain) until the referral is there: the daemon works asynchronously.
+    let out = poll_cli_inbox(&nl, id.as_str());
+    assert!(out.contains(&format!("━━ REFERRAL {id} ━━")), "{out}");
+    assert!(out.contains("Why you:  hosted in your country"), "{out}");
+    assert!(out.contains("audit entry #"), "{out}");
+    assert!(out.contains("→ receipt sent"), "{out}");
+
+    let (code, out, err) = tokio::task::block_in_place(|| {
+        cli(&[
+            "status-update",
+            "--referral",
+            id.as_str(),
+            "--item",
+            "0",
+            "--status",
+            "removed",
+            "-c",
+            &nl,
+        ])
+    });
+    assert_eq!(code, 0, "{err}");
+    let status: EnvelopeId = out.trim().parse().expect("an envelope id");
+    let out = poll_cli_inbox(&fr, status.as_str());
+    assert!(out.contains("ACCEPTED"), "the receipt came first: {out}");
+    assert!(out.contains("item 0: REMOVED"), "{out}");
+    assert!(net.stop_broker().success());
+}
+
+/// Runs `inbox -c config` until its output mentions `needle` (everything printed so far is
+/// returned), within [`WAIT`].
+fn poll_cli_inbox(config: &str, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut all = String::new();
+    loop {
+        let (code, out, err) = tokio::task::block_in_place(|| cli(&["inbox", "-c", config]));
+        assert_eq!(code, 0, "{err}");
+        all.push_str(&out);
+        if all.contains(needle) {
+            return all;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{needle} not in the inbox within {WAIT:?}: {all}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

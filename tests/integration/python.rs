@@ -248,3 +248,110 @@ async fn python_client_submits_and_reads_its_inbox() {
     nl.close().await;
     de.close().await;
 }
+
+/// Runs `client.py inbox --json` until a `message` line satisfies `want`; returns every line.
+fn poll_inbox(python: &Path, config: &str, want: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let deadline = std::time::Instant::now() + super::network::WAIT;
+    let mut all = Vec::new();
+    loop {
+        let (code, out, err) = run(python, &["--config", config, "inbox", "--json"]);
+        assert_eq!(code, 0, "{err}");
+        all.extend(json_lines(&out));
+        if all.iter().any(&want) {
+            return all;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not in the Python client's inbox in time: {all:#?}"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+}
+
+/// The same conversation through the real daemon: what Python signs passes the daemon's
+/// ingress checks and is verified by the Rust client; what the daemon forwards and attests,
+/// Python verifies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_client_through_the_daemon() {
+    let Some(py) = python() else { return };
+    let mut net = super::network::Network::new("python_daemon").await;
+    net.start_broker();
+    let (_, fr_file) = super::client::network_client(&net, "fr");
+    let (_, nl_file) = super::client::network_client(&net, "nl");
+    let fr_config = fr_file.to_str().expect("utf8").to_owned();
+    let nl_config = nl_file.to_str().expect("utf8").to_owned();
+    let url = super::network::random_url();
+    let file = net.dir.path().join("referral.json");
+    let body = match super::network::referral(vec![super::network::item(&url, "NL")]) {
+        Body::Referral(r) => serde_json::to_string_pretty(&r).expect("json"),
+        _ => unreachable!("a referral"),
+    };
+    std::fs::write(&file, body).expect("write");
+
+    // Python (fr) → daemon → Rust (nl).
+    let (code, out, err) = run(
+        py,
+        &[
+            "--config",
+            &fr_config,
+            "submit",
+            file.to_str().expect("utf8"),
+        ],
+    );
+    assert_eq!(code, 0, "{err}");
+    let id: EnvelopeId = out.trim().parse().expect("an envelope id");
+    let nl = super::client::network_participant(&net, "nl").await;
+    let (got, others) =
+        super::client::follow_until(&nl, |g| g.iter().any(|r| r.envelope.id == id)).await;
+    assert!(others.is_empty(), "{others:?}");
+    assert!(
+        got.iter()
+            .any(|r| r.envelope.origin == net.id("fr") && r.attestation.is_some())
+    );
+
+    // Rust (nl) → daemon → Python (fr): the receipt, verified with PyNaCl.
+    let receipt = nl
+        .send_receipt(&id, Outcome::Accepted, None)
+        .await
+        .expect("receipt");
+    let lines = poll_inbox(py, &fr_config, |l| l["id"] == receipt.as_str());
+    let l = lines
+        .iter()
+        .find(|l| l["id"] == receipt.as_str())
+        .expect("the receipt");
+    assert_eq!(l["verified"]["origin_signature"], true);
+    assert_eq!(l["verified"]["attestation"], true);
+    assert_eq!(l["attestation"]["referral"], id.as_str());
+
+    // Rust (de) → daemon → Python (nl), which answers with a receipt → daemon → Rust (de).
+    let de = super::client::network_participant(&net, "de").await;
+    let referral = de
+        .submit(super::network::referral(vec![super::network::item(
+            &super::network::random_url(),
+            "NL",
+        )]))
+        .await
+        .expect("submit");
+    let lines = poll_inbox(py, &nl_config, |l| l["id"] == referral.as_str());
+    assert!(
+        lines
+            .iter()
+            .any(|l| l["event"] == "receipt_sent" && l["referral"] == referral.as_str()),
+        "{lines:#?}"
+    );
+    let (got, _) =
+        super::client::follow_until(&de, |g| g.iter().any(|r| r.envelope.kind == Kind::Receipt))
+            .await;
+    let receipt = got
+        .iter()
+        .find(|r| r.envelope.kind == Kind::Receipt)
+        .expect("Python's receipt");
+    assert_eq!(receipt.envelope.origin, net.id("nl"));
+    match &receipt.envelope.body {
+        Body::Receipt(r) => assert_eq!(r.referral, referral),
+        other => panic!("{other:?}"),
+    }
+    nl.close().await;
+    de.close().await;
+    assert!(net.stop_broker().success());
+}
