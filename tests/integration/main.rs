@@ -9,6 +9,7 @@
 //! This file holds the smoke tests of the node and the harness themselves; each area has its
 //! own module.
 
+mod audit;
 mod client;
 mod network;
 mod provision;
