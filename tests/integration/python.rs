@@ -41,29 +41,25 @@ fn python() -> Option<&'static Path> {
         if Command::new("apt-get").arg("--version").output().is_err() {
             return false;
         }
-        let apt = |args: &[&str]| {
-            let out = Command::new("apt-get")
-                .args(args)
-                .env("DEBIAN_FRONTEND", "noninteractive")
-                .output()
-                .expect("run apt-get");
-            assert!(
-                out.status.success(),
-                "apt-get {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
-        apt(&["update", "-q"]);
-        apt(&[
-            "install",
-            "-y",
-            "-q",
-            "--no-install-recommends",
-            "python3",
-            "python3-pika",
-            "python3-nacl",
-        ]);
+        // Test processes run in parallel (nextest): one installs, the others wait on the lock
+        // and find the packages there.
+        let script = format!(
+            "exec 9>/tmp/referral-broker-test-apt.lock; command -v flock >/dev/null && flock 9; \
+             {PYTHON} -c 'import pika, nacl.signing' 2>/dev/null && exit 0; \
+             export DEBIAN_FRONTEND=noninteractive; \
+             apt-get update -q && apt-get install -y -q --no-install-recommends \
+             python3 python3-pika python3-nacl"
+        );
+        let out = Command::new("bash")
+            .args(["-c", &script])
+            .output()
+            .expect("run bash");
+        assert!(
+            out.status.success(),
+            "installing python3-pika and python3-nacl with apt-get failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert!(
             has_packages(),
             "{PYTHON} cannot import pika and nacl after installing python3-pika and python3-nacl"
