@@ -16,6 +16,8 @@
 //! there (`delivered` and `notice` entries, with their time). An inbox is FIFO, so when it
 //! holds `depth` unread messages, they are the last `depth` the broker delivered to it, and
 //! the oldest of them is the `depth`-th most recent delivery ([`History::oldest_unread`]).
+//! A `checkpoint` entry counts as a delivery to every participant's inbox (the daemon sends
+//! each checkpoint to all of them right after recording it).
 //!
 //! Limits, stated plainly:
 //! - The count is RabbitMQ's *ready* count: messages handed to a connected reader and not
@@ -23,6 +25,8 @@
 //! - It assumes FIFO: a reader that rejects a message back to the queue reorders it, and a
 //!   message dead-lettered after too many deliveries leaves from the front; both make the
 //!   figure approximate, never wildly wrong (it stays an age of a real delivery).
+//! - Checkpoint sends are best effort and have no entry of their own: one that failed for an
+//!   inbox makes that inbox's figure one message too recent until it is read.
 //! - A delivery confirmed by RabbitMQ but whose entry is not appended yet is in the depth and
 //!   not in the record for a moment: the figure is then one delivery too old, until the next
 //!   poll.
@@ -136,6 +140,8 @@ pub struct History {
     rejections: VecDeque<RejectionStatus>,
     first_time: Option<DateTime<Utc>>,
     entries: u64,
+    /// Who receives every checkpoint (every participant but the broker).
+    broadcast_to: Vec<ParticipantId>,
 }
 
 fn minute(t: DateTime<Utc>) -> i64 {
@@ -145,6 +151,12 @@ fn minute(t: DateTime<Utc>) -> i64 {
 impl History {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The participants whose inboxes receive every checkpoint the broker cuts.
+    pub fn broadcasting_to(mut self, participants: Vec<ParticipantId>) -> Self {
+        self.broadcast_to = participants;
+        self
     }
 
     /// Entries applied so far.
@@ -280,6 +292,19 @@ impl History {
                         participant: p.clone(),
                         items: n,
                     });
+                }
+            }
+            Event::Checkpoint(_) => {
+                // Sent to every inbox right after its entry (best effort; no entry per send).
+                for to in self.broadcast_to.clone() {
+                    self.remember_delivery(
+                        &to,
+                        Pending {
+                            time: e.time,
+                            envelope: None,
+                            kind: Kind::Checkpoint.as_str(),
+                        },
+                    );
                 }
             }
             Event::Status(s) if s.state == State::Removed => {

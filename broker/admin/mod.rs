@@ -179,6 +179,7 @@ pub async fn start(
         .iter()
         .filter_map(|p| Some((p.id.clone(), p.country.clone()?)))
         .collect();
+    let ids = participants.iter().map(|p| p.id.clone()).collect();
     let enabled = config.enabled;
     let shared = Arc::new(Shared {
         config,
@@ -188,7 +189,7 @@ pub async fn start(
         data_dir: data_dir.to_owned(),
         started_at: Utc::now(),
         metrics: Metrics::new(),
-        history: Mutex::new(History::new()),
+        history: Mutex::new(History::new().broadcasting_to(ids)),
         history_complete: Default::default(),
         phase: Mutex::new(Phase::OpeningStore),
         store: OnceLock::new(),

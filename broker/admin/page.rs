@@ -58,6 +58,7 @@ td.n, th.n { text-align: right; }
 .badge { display: inline-block; padding: 2px 10px; border-radius: 12px; font-weight: 600; color: #fff; }
 .ok { background: var(--ok); } .bad { background: var(--bad); } .warn { background: var(--warn); }
 .alert { color: var(--bad); font-weight: 600; }
+.warn-text { color: var(--warn); font-weight: 600; }
 .muted { color: var(--muted); }
 .mono { font-family: ui-monospace, "DejaVu Sans Mono", monospace; font-size: 13px; word-break: break-all; }
 ul.attention { margin: 8px 0; padding: 10px 14px 10px 30px; border: 1px solid var(--bad); border-radius: 6px; background: #fff5f5; }
@@ -185,10 +186,16 @@ fn participants(h: &mut String, r: &StatusReport) {
                 );
             }
             Some(i) => {
+                // Messages waiting and nobody connected to read them.
+                let unread = if i.depth > 0 && i.consumers == 0 {
+                    " warn-text"
+                } else {
+                    ""
+                };
                 let _ = write!(
                     h,
-                    "<td class=\"n\" data-participant=\"{id}\" data-field=\"inbox-depth\">{}</td>\
-                     <td class=\"n\" data-participant=\"{id}\" data-field=\"inbox-consumers\">{}</td>",
+                    "<td class=\"n{unread}\" data-participant=\"{id}\" data-field=\"inbox-depth\">{}</td>\
+                     <td class=\"n{unread}\" data-participant=\"{id}\" data-field=\"inbox-consumers\">{}</td>",
                     i.depth, i.consumers
                 );
                 match &i.oldest {

@@ -24,7 +24,9 @@ use referral_broker::wire::{Body, State, Status};
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::network::{Network, Peer, WAIT, item, random_url, referral, wire_properties};
+use super::network::{
+    Network, Options, Peer, Received, WAIT, item, random_url, referral, wire_properties,
+};
 
 /// The `[admin]` section the harness writes (port 0: parallel brokers never collide).
 const HARNESS_ADMIN: &str = "[admin]\nlisten = \"127.0.0.1:0\"\npoll_secs = 1\n";
@@ -120,6 +122,25 @@ fn removed(referral: &EnvelopeId, item: u16, at: DateTime<Utc>) -> Body {
     })
 }
 
+/// The next message of `peer`'s inbox that is not a checkpoint.
+async fn next_message(peer: &Peer) -> Received {
+    loop {
+        let m = peer.expect().await;
+        if m.kind() != "checkpoint" {
+            return m;
+        }
+    }
+}
+
+/// Only the first checkpoint (due as soon as the log is not empty) during a test.
+fn quiet_checkpoints() -> Options {
+    Options {
+        extra: "[store]\ncheckpoint_every_entries = 1000000\ncheckpoint_every_secs = 86400\n"
+            .into(),
+        ..Options::default()
+    }
+}
+
 /// What [`traffic`] sent.
 struct Traffic {
     /// The referral to `de`, which never reads its inbox.
@@ -138,6 +159,9 @@ struct Traffic {
 async fn traffic(net: &Network) -> Traffic {
     let fr = net.peer("fr").await;
     let nl = net.peer("nl").await;
+    // de reads only until the broker's first checkpoint (sent to every inbox) is out of the
+    // way, then leaves: from then on its inbox holds exactly what is routed to it.
+    let de = net.peer("de").await;
     let reported = Utc::now() - chrono::Duration::days(5);
     let u1 = random_url();
     let r1 = fr
@@ -146,8 +170,18 @@ async fn traffic(net: &Network) -> Traffic {
             reported,
         )))
         .await;
-    let got = nl.expect().await;
+    let got = next_message(&nl).await;
     assert_eq!(got.message_id(), r1.as_str());
+    let base = admin_url(net);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status(&base).await.checkpoint.is_none() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    while let Some(m) = de.recv(Duration::from_secs(1)).await {
+        assert_eq!(m.kind(), "checkpoint", "{}", m.summary());
+    }
+    de.transport.close().await;
+    drop(de);
     let r2 = fr
         .send(&fr.envelope(referral(vec![item(&random_url(), "DE")])))
         .await;
@@ -173,7 +207,7 @@ async fn traffic(net: &Network) -> Traffic {
     nl.send(&nl.envelope(removed(&r1, 1, reported + chrono::Duration::hours(100))))
         .await;
     for _ in 0..2 {
-        let m = fr.expect().await;
+        let m = next_message(&fr).await;
         assert_eq!(m.kind(), "status", "{}", m.summary());
     }
     Traffic {
@@ -186,7 +220,7 @@ async fn traffic(net: &Network) -> Traffic {
 /// The figures traffic produces, in `/api/status` and `/metrics`; health and readiness.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_and_status_follow_real_traffic() {
-    let mut net = Network::new("admin-figures").await;
+    let mut net = Network::with("admin-figures", quiet_checkpoints()).await;
     net.start_broker();
     let base = admin_url(&net);
     let (fr, nl, de) = (net.id("fr"), net.id("nl"), net.id("de"));
@@ -250,6 +284,11 @@ async fn metrics_and_status_follow_real_traffic() {
     assert_eq!(s.takedown.unknown, 0);
 
     assert!(s.audit_log.entries >= 10, "{:?}", s.audit_log);
+    // The first checkpoint (cut as soon as the log was not empty): size, root, time.
+    let cp = s.checkpoint.as_ref().expect("the first checkpoint");
+    assert!(cp.size > 0 && cp.size <= s.audit_log.entries, "{cp:?}");
+    assert_eq!(cp.root.len(), 64);
+    assert!(s.checkpoint_age_secs.is_some_and(|a| a < 120));
     assert!(s.audit_log.bytes > 0);
     assert!(
         s.queues
@@ -457,7 +496,7 @@ fn binary() -> &'static str {
 /// `referral-broker status` against a running broker: tables, exit codes.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_command_prints_tables_and_flags_backlogs() {
-    let mut net = Network::new("admin-status-cli").await;
+    let mut net = Network::with("admin-status-cli", quiet_checkpoints()).await;
     net.start_broker();
     let base = admin_url(&net);
     let _t = traffic(&net).await;
@@ -637,7 +676,7 @@ fn field(dom: &str, field: &str, owner: Option<(&str, &str)>) -> String {
 /// The page in a real browser: the figures it shows, and a screenshot for people.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_page_in_headless_chromium() {
-    let mut net = Network::new("admin-page").await;
+    let mut net = Network::with("admin-page", quiet_checkpoints()).await;
     net.start_broker();
     let base = admin_url(&net);
     let _t = traffic(&net).await;
@@ -703,6 +742,12 @@ async fn status_page_in_headless_chromium() {
     );
     assert_eq!(field(&dom, "rejection-code", None), "bad_signature");
     assert_eq!(field(&dom, "connection", None), "up");
+    assert!(
+        field(&dom, "checkpoint-size", None)
+            .parse::<u64>()
+            .is_ok_and(|n| n > 0)
+    );
+    assert_eq!(field(&dom, "checkpoint-root", None).len(), 64);
     assert!(
         dom.contains("http-equiv=\"refresh\""),
         "the page refreshes itself"

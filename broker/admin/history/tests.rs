@@ -354,3 +354,37 @@ fn nearest_rank_percentiles() {
     assert_eq!(nearest_rank(&v, 0.9), Some(9));
     assert_eq!(nearest_rank(&v, 1.0), Some(10));
 }
+
+#[test]
+fn a_checkpoint_is_a_delivery_to_every_inbox() {
+    let now = t(1000);
+    let mut log = Log::new(now);
+    log.history = History::new().broadcasting_to(vec![p("nl.hotline"), p("de.hotline")]);
+    let r = EnvelopeId::new_v7();
+    log.delivered(t(100), &r, "de.hotline");
+    log.apply(
+        t(200),
+        NewEntry::new(Event::Checkpoint(crate::store::CheckpointEvent {
+            size: 5,
+            root: Sha256Digest([7; 32]),
+            note: "note".into(),
+        }))
+        .participant(p("net.broker")),
+    );
+    let de = p("de.hotline");
+    let o = log.history.oldest_unread(&de, 1, now).expect("oldest");
+    assert_eq!(
+        (o.delivered_at, o.kind.as_str(), o.envelope),
+        (t(200), "checkpoint", None)
+    );
+    let o = log.history.oldest_unread(&de, 2, now).expect("oldest");
+    assert_eq!(o.envelope.as_deref(), Some(r.as_str()));
+    let o = log
+        .history
+        .oldest_unread(&p("nl.hotline"), 1, now)
+        .expect("oldest");
+    assert_eq!(o.kind, "checkpoint");
+    // Not a notice or a delivery in the counts.
+    assert_eq!(log.history.counts(&de, now).0.delivered, 1);
+    assert_eq!(log.history.counts(&de, now).0.notices, 0);
+}
