@@ -10,6 +10,7 @@
 //! own module.
 
 mod audit;
+mod admin;
 mod client;
 mod network;
 mod provision;
