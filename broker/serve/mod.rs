@@ -14,7 +14,9 @@
 //! - [`flood`]: per-participant rate and in-flight limits (pure); the design is in its
 //!   documentation (hold in memory, then spill to the back of `ingress`).
 //! - [`message`]: the AMQP properties and headers the daemon reads and writes.
-//! - [`notice`]: notices signed with the broker's key.
+//! - [`notice`]: notices (and checkpoint messages) signed with the broker's key.
+//! - [`checkpoint`]: cutting checkpoints when the store says one is due, and at shutdown;
+//!   sending them to every participant.
 //!
 //! # The pipeline (design "Broker pipeline")
 //!
@@ -43,11 +45,10 @@
 //! - One participant's flood (good or bad messages) never takes the others' place in the
 //!   window ([`flood`]).
 //!
-//! # Not done here
-//!
-//! Checkpoints (issue 5: cut every N entries / T seconds and at shutdown, sent to every
-//! inbox) are not cut by the daemon yet; the operators' HTTP endpoints neither.
+//! - Checkpoints are cut every N entries or T seconds (the store's `checkpoint_every_*`) and
+//!   at shutdown, recorded durably, then sent to every participant's inbox ([`checkpoint`]).
 
+pub mod checkpoint;
 pub mod config;
 pub mod flood;
 pub mod message;

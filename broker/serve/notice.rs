@@ -1,4 +1,4 @@
-//! What the broker says in its own name: a `notice` envelope (origin = the registry's broker
+//! What the broker says in its own name: a `notice` (or `checkpoint`) envelope (origin = the registry's broker
 //! id), signed with the broker's key exactly like a participant's message, ready to publish.
 //!
 //! Guarantees: every notice built here passes the notice schema (`Envelope::validate` runs
@@ -52,7 +52,11 @@ pub fn notice(code: ReasonCode, about: Option<&EnvelopeId>, detail: &str) -> Not
 
 /// Wraps `body` in an envelope from `broker`, checks it against the contract, signs it.
 pub fn sign(broker: &ParticipantId, signer: &Signer, body: Notice) -> Result<Signed, FieldError> {
-    let envelope = Envelope::new(broker.clone(), Body::Notice(body));
+    sign_envelope(signer, Envelope::new(broker.clone(), Body::Notice(body)))
+}
+
+/// Checks a broker envelope (a notice, a checkpoint) against the contract and signs it.
+pub fn sign_envelope(signer: &Signer, envelope: Envelope) -> Result<Signed, FieldError> {
     envelope.validate()?;
     let bytes = envelope.to_bytes();
     let sig_b64 = signer.sign_b64(&bytes);

@@ -695,14 +695,7 @@ impl Pipeline {
                 audit_seq: seq.get(),
                 attested_at: now,
             };
-            publishes.push(self.forward(
-                msg,
-                envelope,
-                dest,
-                &attestation,
-                sha,
-                resumed,
-            )?);
+            publishes.push(self.forward(msg, envelope, dest, &attestation, sha, resumed)?);
         }
 
         // Notices to the origin: duplicates (one per first referral), unroutable items.
@@ -937,14 +930,7 @@ impl Pipeline {
                 audit_seq: event_seq.get(),
                 attested_at: now,
             };
-            publishes.push(self.forward(
-                msg,
-                envelope,
-                dest,
-                &attestation,
-                sha,
-                resumed,
-            )?);
+            publishes.push(self.forward(msg, envelope, dest, &attestation, sha, resumed)?);
         }
         let delivered = publishes.len();
         self.publish_and_record(publishes).await?;
@@ -1034,6 +1020,36 @@ impl Pipeline {
     pub async fn send_notice(&self, to: &ParticipantId, body: Notice) -> Result<(), Failure> {
         let p = self.notice_publish(to, None, body)?;
         self.publish_and_record(vec![p]).await
+    }
+
+    /// Publishes one broker-signed envelope to each of `to` (confirmed, with the usual
+    /// retries), all at once; one outcome per recipient, in order. Records nothing.
+    pub async fn broadcast(
+        &self,
+        signed: &notice::Signed,
+        to: &[ParticipantId],
+    ) -> Vec<Result<(), PublishError>> {
+        let props = message::own_properties(
+            signed.kind.as_str(),
+            signed.id.as_str(),
+            &self.broker,
+            &signed.sig_b64,
+            signed.key_id.as_str(),
+        );
+        let publishes: Vec<Publish> = to
+            .iter()
+            .map(|id| Publish {
+                exchange: DELIVER_EXCHANGE,
+                routing_key: id.as_str().to_owned(),
+                body: signed.bytes.clone(),
+                props: props.clone(),
+                record: NewEntry::new(Event::Delivered(Delivered {
+                    items: Vec::new(),
+                    attestation_sha256: None,
+                })),
+            })
+            .collect();
+        futures_util::future::join_all(publishes.iter().map(|p| self.publish_one(p))).await
     }
 
     /// A forward of `envelope`'s bytes to `dest` with `attestation`.
@@ -1144,11 +1160,10 @@ impl Pipeline {
     fn publisher(&self, exchange: &str, props: &BasicProperties) -> &Publisher {
         if exchange == QUARANTINE_EXCHANGE {
             &self.out.quarantine
-        } else if props
-            .kind()
-            .as_ref()
-            .is_some_and(|k| k.as_str() == Kind::Notice.as_str())
-        {
+        } else if props.kind().as_ref().is_some_and(|k| {
+            [Kind::Notice.as_str(), Kind::Checkpoint.as_str()].contains(&k.as_str())
+        }) {
+            // What the broker says in its own name.
             &self.out.notices
         } else {
             &self.out.deliver

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, error, info, warn};
 
+use super::checkpoint;
 use super::config::ServeConfig;
 use super::flood::{Admission, FloodControl};
 use super::message::{self, Sender};
@@ -35,6 +36,8 @@ use crate::transport::{Delivery, Publisher, Topology, Transport, TransportError}
 
 /// How often the loop logs its counters.
 const REPORT_EVERY: Duration = Duration::from_secs(30);
+/// How often the loop asks the store whether a checkpoint is due.
+const CHECKPOINT_POLL: Duration = Duration::from_secs(1);
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, Error)]
@@ -73,6 +76,8 @@ enum TaskKind {
     Spill,
     /// A `rate_limited` notice.
     Notice,
+    /// Cutting and sending a checkpoint.
+    Checkpoint,
 }
 
 struct TaskDone {
@@ -188,6 +193,8 @@ pub async fn run(
     let mut spilled = 0u64;
     let mut fatal: Option<String> = None;
     let mut next_report = Instant::now() + REPORT_EVERY;
+    let mut next_checkpoint_poll = Instant::now() + CHECKPOINT_POLL;
+    let mut checkpointing = false;
     let mut input_open = true;
     tokio::pin!(shutdown);
 
@@ -201,7 +208,8 @@ pub async fn run(
         let wake = flood
             .next_release_at(Instant::now())
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
-            .min(next_report);
+            .min(next_report)
+            .min(next_checkpoint_poll);
         let room = tasks.len() < window;
         tokio::select! {
             biased;
@@ -212,11 +220,17 @@ pub async fn run(
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 match done {
                     Ok(done) => {
-                        if let TaskKind::Message(key) = &done.kind {
-                            flood.finished(key);
+                        match &done.kind {
+                            TaskKind::Message(key) => flood.finished(key),
+                            TaskKind::Checkpoint => checkpointing = false,
+                            TaskKind::Spill | TaskKind::Notice => {}
                         }
                         if let Some(why) = done.fatal {
                             fatal = Some(why);
+                            break;
+                        }
+                        if !input_open && tasks.is_empty() {
+                            fatal = Some("the connection to RabbitMQ was closed".into());
                             break;
                         }
                     }
@@ -259,6 +273,13 @@ pub async fn run(
                 }
             }
             () = tokio::time::sleep_until(wake.into()) => {
+                if Instant::now() >= next_checkpoint_poll {
+                    next_checkpoint_poll = Instant::now() + CHECKPOINT_POLL;
+                    if !checkpointing && pipeline.store.checkpoint_due(chrono::Utc::now()).is_some() {
+                        checkpointing = true;
+                        spawn_checkpoint(&mut tasks, &pipeline);
+                    }
+                }
                 if Instant::now() >= next_report {
                     next_report = Instant::now() + REPORT_EVERY;
                     let s = summary(&pipeline, spilled, started);
@@ -306,6 +327,16 @@ pub async fn run(
                 tasks.abort_all();
                 while tasks.join_next().await.is_some() {}
                 break;
+            }
+        }
+    }
+    // A last checkpoint covering everything accepted.
+    if fatal.is_none() {
+        match checkpoint::cut(&pipeline, true).await {
+            Ok(Some(cut)) => info!(size = cut.size, "final checkpoint"),
+            Ok(None) => {}
+            Err(Failure::Transient(why)) | Err(Failure::Fatal(why)) => {
+                warn!(%why, "no final checkpoint");
             }
         }
     }
@@ -428,6 +459,24 @@ fn spawn_spill(
         TaskDone {
             kind: TaskKind::Spill,
             fatal: None,
+        }
+    });
+}
+
+fn spawn_checkpoint(tasks: &mut JoinSet<TaskDone>, pipeline: &Arc<Pipeline>) {
+    let pipeline = pipeline.clone();
+    tasks.spawn(async move {
+        let fatal = match checkpoint::cut(&pipeline, false).await {
+            Ok(_) => None,
+            Err(Failure::Transient(why)) => {
+                warn!(%why, "checkpoint not cut");
+                None
+            }
+            Err(Failure::Fatal(why)) => Some(why),
+        };
+        TaskDone {
+            kind: TaskKind::Checkpoint,
+            fatal,
         }
     });
 }

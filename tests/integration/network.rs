@@ -20,7 +20,7 @@
 //! - [`Network::peer`] connects a participant with its certificate: [`Peer::send`] signs an
 //!   envelope and publishes it with the properties and headers of the design's Wire section;
 //!   [`Peer::publish_raw`] publishes crafted bytes and properties; [`Peer::recv`] reads (and
-//!   acks) its inbox.
+//!   acks) its inbox, setting aside the broker's `checkpoint` messages ([`Peer::checkpoints`]).
 //! - [`Received`] checks what arrived the way a real participant must: the origin's
 //!   signature over the bytes received ([`Received::verify_origin`]), the broker's
 //!   attestation ([`Received::attestation`]), a broker-signed notice ([`Received::notice`]).
@@ -369,6 +369,7 @@ impl Network {
             transport,
             inbox: tokio::sync::Mutex::new(inbox),
             registry: self.registry.clone(),
+            checkpoints: std::sync::Mutex::new(Vec::new()),
         }
     }
 
@@ -443,6 +444,8 @@ pub struct Peer {
     publisher: Publisher,
     inbox: tokio::sync::Mutex<Consumer>,
     registry: Registry,
+    /// `checkpoint` messages set aside by [`Peer::recv`].
+    checkpoints: std::sync::Mutex<Vec<Received>>,
 }
 
 impl Peer {
@@ -495,7 +498,25 @@ impl Peer {
     }
 
     /// The next message of the inbox within `within`, acked; `None` if nothing came.
+    /// `checkpoint` messages (the broker sends them every N entries, T seconds and at
+    /// shutdown) are set aside, see [`Peer::checkpoints`]; use [`Peer::recv_any`] to see them.
     pub async fn recv(&self, within: Duration) -> Option<Received> {
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let m = self.recv_any(left).await?;
+            if m.kind() != "checkpoint" {
+                return Some(m);
+            }
+            self.checkpoints
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(m);
+        }
+    }
+
+    /// The next message of any kind within `within`, acked.
+    pub async fn recv_any(&self, within: Duration) -> Option<Received> {
         let mut inbox = self.inbox.lock().await;
         let d = tokio::time::timeout(within, inbox.next()).await.ok()??;
         let d = d.unwrap_or_else(|e| panic!("{} reads its inbox: {e}", self.name));
@@ -507,6 +528,14 @@ impl Peer {
             registry: self.registry.clone(),
             me: self.id.clone(),
         })
+    }
+
+    /// The `checkpoint` messages [`Peer::recv`] has set aside so far, oldest first.
+    pub fn checkpoints(&self) -> Vec<Received> {
+        self.checkpoints
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The next message within [`WAIT`]; panics if none.

@@ -18,6 +18,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
+use referral_broker::audit::checkpoint::{BrokerCheckpoint, origin_for};
 use referral_broker::ids::EnvelopeId;
 use referral_broker::route::RouteReason;
 use referral_broker::signing::Signer;
@@ -888,4 +889,78 @@ async fn a_flood_from_one_participant_does_not_delay_the_others() {
         "the flood was rate limited ({flood_done:?})"
     );
     assert!(net.stop_broker().success());
+}
+
+/// Checkpoints: cut every N entries (here 20) and at shutdown, recorded in the log, sent to
+/// every participant signed by the broker; the daemon's log then passes `audit verify`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn checkpoints_are_cut_sent_to_everyone_and_verify() {
+    let options = Options {
+        extra: "[store]\ncheckpoint_every_entries = 20\n".into(),
+        ..Options::default()
+    };
+    let mut net = Network::with("serve-checkpoints", options).await;
+    net.start_broker();
+    let (fr, nl, lea) = (
+        net.peer("fr").await,
+        net.peer("nl").await,
+        net.peer("lea").await,
+    );
+    for _ in 0..10 {
+        fr.send(&fr.envelope(referral(vec![item(&random_url(), "NL")])))
+            .await;
+    }
+    for _ in 0..10 {
+        assert_eq!(nl.expect().await.kind(), "referral");
+    }
+    // 10 × (received, routed, delivered) = 30 entries: at least one checkpoint is due.
+    let key = net.broker_signer.verifying_key();
+    let broker = net.broker_id.clone();
+    let origin = origin_for(&broker);
+    let check = |m: &Received| {
+        assert_eq!(m.kind(), "checkpoint");
+        let e = m.verify_origin();
+        assert_eq!(e.origin, broker);
+        let Body::Checkpoint(body) = e.body else {
+            panic!("not a checkpoint body")
+        };
+        let cp = BrokerCheckpoint::verify_wire(&body, &key).expect("a broker-signed checkpoint");
+        assert_eq!(cp.origin, origin);
+        assert_eq!(cp.key_name, broker.as_str());
+        cp
+    };
+    let first = check(&lea.recv_any(WAIT).await.expect("a checkpoint at the LEA"));
+    assert!(first.size >= 20, "covers what was due: {}", first.size);
+    // Everyone gets it (fr's and nl's are set aside by recv).
+    assert!(fr.recv(Duration::from_millis(500)).await.is_none());
+    assert!(
+        !fr.checkpoints().is_empty(),
+        "the origin got a checkpoint too"
+    );
+
+    // SIGTERM: a last checkpoint covering everything, then the log verifies with it.
+    assert!(net.stop_broker().success());
+    let mut last = first.clone();
+    while let Some(m) = lea.recv_any(Duration::from_millis(1000)).await {
+        last = check(&m);
+    }
+    assert!(
+        last.size >= 30,
+        "the final checkpoint covers every entry: {}",
+        last.size
+    );
+    let out = std::process::Command::new(Network::binary())
+        .args(["audit", "verify", "--quiet", "--data"])
+        .arg(&net.data_dir)
+        .arg("--broker-key")
+        .arg(net.broker_signer.public_key_b64())
+        .output()
+        .expect("audit verify");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    println!("{stdout}");
 }
