@@ -82,11 +82,19 @@ fn reasons(r: &[RouteReason]) -> Vec<&'static str> {
     r.iter().map(|r| r.as_str()).collect()
 }
 
-/// Each routing rule, checked at the destination: the origin's signature on the bytes
+/// Each routing rule (country, explicit `to`, fallback, urgent copy, copy rule on
+/// classification, multi-country split, no self-delivery, unroutable), checked at the
+/// destination: the origin's signature on the bytes
 /// received, the attestation (items, reasons, addressed to it), nothing to anyone else.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn routing_rules_end_to_end() {
-    let mut net = Network::new("serve-routing").await;
+    // A copy rule on classification: every item with an infant or toddler victim also to the
+    // police (as hotline networks copy baseline material to Interpol).
+    let options = Options {
+        routing: "[[routing.copy]]\nvictim_age_group = \"infant_toddler\"\nto = \"{lea}\"\n".into(),
+        ..Options::default()
+    };
+    let mut net = Network::with("serve-routing", options).await;
     net.start_broker();
     let (fr, nl, de, lea) = (
         net.peer("fr").await,
@@ -140,10 +148,15 @@ async fn routing_rules_end_to_end() {
         )))
         .await;
 
+    // Copy rule: a DE item with an infant victim goes to de (country) and the police.
+    let mut infant = item(&random_url(), "DE");
+    infant["classification"]["victim_age_group"] = "infant_toddler".into();
+    let copied = fr.send(&fr.envelope(referral(vec![infant]))).await;
+
     let quiet = Duration::from_millis(1500);
     let at_nl = exactly(&nl, 3 + 1, quiet).await; // by_country, urgent, split + unroutable notice
-    let at_de = exactly(&de, 4, quiet).await; // explicit, fallback, split, own
-    let at_lea = exactly(&lea, 1, quiet).await; // urgent
+    let at_de = exactly(&de, 5, quiet).await; // explicit, fallback, split, own, copied
+    let at_lea = exactly(&lea, 2, quiet).await; // urgent, copied
     let at_fr = exactly(&fr, 1, quiet).await; // unroutable notice
 
     let check =
@@ -171,6 +184,8 @@ async fn routing_rules_end_to_end() {
     check(&at_de, &fallback, &[(0, &["fallback"])]);
     check(&at_nl, &urgent, &[(0, &["country"])]);
     check(&at_lea, &urgent, &[(0, &["urgent_lea"])]);
+    check(&at_de, &copied, &[(0, &["country"])]);
+    check(&at_lea, &copied, &[(0, &["copy_rule"])]);
     let nl_copy = check(&at_nl, &split, &[(0, &["country"]), (2, &["country"])]);
     let de_copy = check(&at_de, &split, &[(1, &["country"])]);
     assert_eq!(
