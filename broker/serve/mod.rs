@@ -44,9 +44,23 @@
 //!   with the broker key of the registry.
 //! - One participant's flood (good or bad messages) never takes the others' place in the
 //!   window ([`flood`]).
-//!
 //! - Checkpoints are cut every N entries or T seconds (the store's `checkpoint_every_*`) and
 //!   at shutdown, recorded durably, then sent to every participant's inbox ([`checkpoint`]).
+//!
+//! # Not guaranteed
+//!
+//! - Exactly once on the wire: a crash between a confirmed publish and its durable
+//!   `delivered` entry publishes again (marked `x-redelivered`; the participant drops the
+//!   second copy by envelope id).
+//! - A message that keeps failing transiently (a destination's inbox refusing publishes) is
+//!   given back to `ingress` each time; after the queue's delivery limit RabbitMQ parks it in
+//!   `parked` for an operator.
+//! - A message that waited in `ingress` longer than the allowed clock skew (e.g. while the
+//!   broker was down) is refused as `clock_skew` when first processed; choose
+//!   `ingress.max_clock_skew_secs` with the longest outage in mind. A message already
+//!   received before a crash is resumed, not refused.
+//! - Order: messages are processed concurrently; a status or retraction processed before
+//!   its referral's `routed` entries exist finds no destinations.
 
 pub mod checkpoint;
 pub mod config;
