@@ -52,7 +52,7 @@ pub mod status;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use chrono::{DateTime, Utc};
 use tracing::{info, warn};
@@ -227,7 +227,11 @@ impl Admin {
         let end = store.tree_head().size;
         let spawned = std::thread::Builder::new()
             .name("admin-history".into())
-            .spawn(move || follow(shared, end, rx));
+            .spawn(move || {
+                let weak = Arc::downgrade(&shared);
+                read_log(shared, end);
+                follow(weak, end, rx);
+            });
         if let Err(e) = spawned {
             warn!(error = %e, "cannot start the admin history thread: the status figures stay empty");
         }
@@ -281,8 +285,8 @@ impl Admin {
     }
 }
 
-/// The history thread: the log up to `end`, then every batch the pipeline appends.
-fn follow(shared: Arc<Shared>, end: u64, rx: std::sync::mpsc::Receiver<Vec<Entry>>) {
+/// The history thread, first: the log as the store found it, up to `end`.
+fn read_log(shared: Arc<Shared>, end: u64) {
     let Some(store) = shared.store.get() else {
         return;
     };
@@ -327,7 +331,32 @@ fn follow(shared: Arc<Shared>, end: u64, rx: std::sync::mpsc::Receiver<Vec<Entry
         secs = format!("{:.1}", started.elapsed().as_secs_f64()),
         "status figures: audit log read"
     );
-    while let Ok(batch) = rx.recv() {
+}
+
+/// The history thread, then: every batch the pipeline appends, until the admin side is gone
+/// (it holds no strong reference, so the store can close and be dropped).
+fn follow(shared: Weak<Shared>, end: u64, rx: std::sync::mpsc::Receiver<Vec<Entry>>) {
+    loop {
+        let batch = match rx.recv_timeout(std::time::Duration::from_secs(1)) {
+            Ok(batch) => batch,
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {
+                if shared.strong_count() == 0 {
+                    return;
+                }
+                continue;
+            }
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
+        let Some(store) = shared.store.get() else {
+            return;
+        };
+        let facts = StoreFacts {
+            store,
+            countries: &shared.countries,
+        };
         let live: Vec<Entry> = batch.into_iter().filter(|e| e.seq.get() >= end).collect();
         apply_all(&shared, &facts, &live, Utc::now(), true);
     }

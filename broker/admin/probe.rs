@@ -1,8 +1,8 @@
 //! What the admin side reads from outside, every `poll_secs`: queue depths and consumers from
 //! RabbitMQ (passive declares on a channel of its own: a missing queue closes that channel,
 //! never one the pipeline uses), the audit log's size, the latest checkpoint, a write probe of
-//! the data directory. From these and the daemon's phase: readiness ([`readiness`]) and the
-//! status report ([`report`]).
+//! the data directory. From these and the daemon's phase: readiness (`readiness`) and the
+//! status report (`report`).
 //!
 //! Guarantees: a probe that fails says why (in `/readyz` and the report) and is tried again at
 //! the next poll; nothing here writes anywhere but `<data_dir>/.admin-probe`, which it removes.
@@ -56,20 +56,28 @@ pub struct ProbeState {
 }
 
 /// Starts the poll loop (until the daemon stops or the connection closes for good).
+/// Holds no strong reference between polls: once the admin side is dropped, it stops.
 pub(crate) fn spawn(shared: Arc<Shared>) {
+    let weak = Arc::downgrade(&shared);
+    let poll = shared.config.poll;
+    drop(shared);
     tokio::spawn(async move {
         let mut channel: Option<lapin::Channel> = None;
         loop {
+            let Some(shared) = weak.upgrade() else {
+                break;
+            };
             poll_once(&shared, &mut channel).await;
             let stop = *lock(&shared.phase) == Phase::Stopping
                 || shared
                     .transport
                     .get()
                     .is_some_and(|t| t.state() == LinkState::Closed);
+            drop(shared);
             if stop {
                 break;
             }
-            tokio::time::sleep(shared.config.poll).await;
+            tokio::time::sleep(poll).await;
         }
     });
 }

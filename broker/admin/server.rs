@@ -170,6 +170,17 @@ impl Running {
     }
 }
 
+impl Drop for Running {
+    /// Dropped without [`Running::stop`] (an early return of the daemon): the server stops
+    /// all the same, and the address file no longer names it.
+    fn drop(&mut self) {
+        if !*self.stop.borrow() {
+            let _ = self.stop.send(true);
+            let _ = std::fs::remove_file(&self.address_file);
+        }
+    }
+}
+
 fn write_address_file(path: &std::path::Path, url: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
