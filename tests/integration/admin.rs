@@ -438,6 +438,34 @@ async fn metrics_and_status_follow_real_traffic() {
     assert!(metric(&text, "refbroker_audit_log_bytes") > 0.0);
     assert!(text.trim_end().ends_with("# EOF"));
 
+    // A restart: the windows, the backlog and the takedown figures come back from the log.
+    // (The shutdown checkpoint went to every inbox after r2: de's oldest is still r2.)
+    let status_code = net.stop_broker();
+    assert!(status_code.success(), "{status_code}");
+    net.start_broker();
+    let base = admin_url(&net);
+    let again = status_until(&base, "the figures read back from the log", |s| {
+        s.history.complete
+            && participant(s, &de)
+                .inbox
+                .as_ref()
+                .is_some_and(|i| i.depth == 2)
+    })
+    .await;
+    for id in [&fr, &nl, &de] {
+        let (before, after) = (participant(&s, id), participant(&again, id));
+        assert_eq!(before.last_hour, after.last_hour, "{id}");
+    }
+    let oldest = participant(&again, &de)
+        .inbox
+        .as_ref()
+        .and_then(|i| i.oldest.clone())
+        .expect("de's oldest unread");
+    assert_eq!(oldest.envelope.as_deref(), Some(t.r2.as_str()));
+    assert_eq!(again.takedown, s.takedown);
+    assert_eq!(again.recent_rejections, s.recent_rejections);
+    assert!(again.history.entries > s.audit_log.entries);
+
     // Ready; then de's inbox disappears: not ready, with the reason.
     let r = get(&format!("{base}/readyz")).await;
     assert_eq!(r.status, 200, "{}", r.text());
