@@ -18,7 +18,7 @@
 //! | 10 | AMQP `type` = kind and `message_id` = envelope id | `property_mismatch` |
 //! | 11 | `origin` = `user_id` | `origin_mismatch` |
 //! | 12 | envelope id not seen before | `replayed` |
-//! | 13 | \|`created_at` − `now`\| ≤ [`Policy::max_clock_skew`] | `clock_skew` |
+//! | 13 | `created_at` at most [`Policy::max_clock_skew`] ahead of `now` and at most [`Policy::max_age`] behind it | `clock_skew` |
 //!
 //! Guarantees:
 //! - No I/O, no tokio, no panic on any input; the same inputs give the same answer.
@@ -65,16 +65,22 @@ pub struct AmqpMeta<'a> {
 pub struct Policy {
     /// Largest body accepted, in bytes.
     pub max_body_bytes: usize,
-    /// Largest accepted distance, either way, between `created_at` and the broker's clock.
+    /// How far `created_at` may be ahead of the broker's clock (clocks disagree a little).
     pub max_clock_skew: chrono::Duration,
+    /// How far `created_at` may be behind the broker's clock. Much longer than the skew on
+    /// purpose: a referral that waited in `ingress` while the broker was down is still good.
+    /// Replays are caught by the envelope id, not by this bound; it only bounds how long
+    /// envelope ids must be remembered.
+    pub max_age: chrono::Duration,
 }
 
 impl Default for Policy {
-    /// 256 KiB ([`wire::limits::MAX_BODY_BYTES`]) and 5 minutes.
+    /// 256 KiB ([`wire::limits::MAX_BODY_BYTES`]), 5 minutes ahead, 7 days behind.
     fn default() -> Policy {
         Policy {
             max_body_bytes: wire::limits::MAX_BODY_BYTES,
             max_clock_skew: chrono::Duration::minutes(5),
+            max_age: chrono::Duration::days(7),
         }
     }
 }
@@ -299,19 +305,24 @@ pub fn verify(
 
     // 13. Fresh.
     let skew = envelope.created_at.signed_duration_since(now);
-    if skew.abs() > policy.max_clock_skew {
+    if skew > policy.max_clock_skew {
         reject!(
             ReasonCode::ClockSkew,
-            "created_at {} is {} s {} the broker's clock ({}); at most {} s either way",
+            "created_at {} is {} s ahead of the broker's clock ({}); at most {} s ahead",
             wire::time::format(&envelope.created_at),
-            skew.num_seconds().abs(),
-            if skew > chrono::Duration::zero() {
-                "ahead of"
-            } else {
-                "behind"
-            },
+            skew.num_seconds(),
             wire::time::format(&now),
             policy.max_clock_skew.num_seconds()
+        );
+    }
+    if -skew > policy.max_age {
+        reject!(
+            ReasonCode::ClockSkew,
+            "created_at {} is {} s behind the broker's clock ({}); at most {} s behind",
+            wire::time::format(&envelope.created_at),
+            (-skew).num_seconds(),
+            wire::time::format(&now),
+            policy.max_age.num_seconds()
         );
     }
 

@@ -433,14 +433,19 @@ fn replayed() {
 #[test]
 fn clock_skew() {
     let net = net();
-    let limit = Policy::default().max_clock_skew;
+    let ahead = Policy::default().max_clock_skew;
+    let behind = Policy::default().max_age;
     let second = chrono::Duration::seconds(1);
     for (offset, ok) in [
-        (limit, true),
-        (-limit, true),
-        (limit + second, false),
-        (-(limit + second), false),
+        (ahead, true),
+        (-ahead, true),
+        // A referral that waited an hour in `ingress` (broker down) is still good.
+        (-chrono::Duration::hours(1), true),
+        (-behind, true),
+        (ahead + second, false),
+        (-(behind + second), false),
         (chrono::Duration::days(365), false),
+        (-chrono::Duration::days(365), false),
     ] {
         let mut e = envelope("fr.hotline");
         e.created_at = now() + offset;

@@ -21,7 +21,8 @@
 //! connect_timeout_secs = 15
 //!
 //! [ingress]                           # optional
-//! max_clock_skew_secs = 300
+//! max_clock_skew_secs = 300          # how far created_at may be ahead of our clock
+//! max_age_secs = 604800              # how far behind (a backlog after an outage is fine)
 //! max_body_bytes = 262144
 //!
 //! [pipeline]                          # optional
@@ -106,6 +107,7 @@ pub struct AmqpSection {
 #[serde(default, deny_unknown_fields)]
 pub struct IngressSection {
     pub max_clock_skew_secs: u64,
+    pub max_age_secs: u64,
     pub max_body_bytes: usize,
 }
 
@@ -113,6 +115,7 @@ impl Default for IngressSection {
     fn default() -> Self {
         Self {
             max_clock_skew_secs: 300,
+            max_age_secs: 7 * 24 * 3600,
             max_body_bytes: wire::limits::MAX_BODY_BYTES,
         }
     }
@@ -354,9 +357,19 @@ impl ServeConfig {
                 format!("{} is outside 1..=604800", i.max_clock_skew_secs),
             ));
         }
+        if i.max_age_secs < i.max_clock_skew_secs || i.max_age_secs > 90 * 24 * 3600 {
+            return Err(invalid(
+                "ingress.max_age_secs",
+                format!(
+                    "{} is outside {}..=7776000 (at least max_clock_skew_secs, at most 90 days)",
+                    i.max_age_secs, i.max_clock_skew_secs
+                ),
+            ));
+        }
         let policy = Policy {
             max_body_bytes: i.max_body_bytes,
             max_clock_skew: chrono::Duration::seconds(i.max_clock_skew_secs as i64),
+            max_age: chrono::Duration::seconds(i.max_age_secs as i64),
         };
 
         // Window, flood control.

@@ -55,10 +55,10 @@
 //! - A message that keeps failing transiently (a destination's inbox refusing publishes) is
 //!   given back to `ingress` each time; after the queue's delivery limit RabbitMQ parks it in
 //!   `parked` for an operator.
-//! - A message that waited in `ingress` longer than the allowed clock skew (e.g. while the
-//!   broker was down) is refused as `clock_skew` when first processed; choose
-//!   `ingress.max_clock_skew_secs` with the longest outage in mind. A message already
-//!   received before a crash is resumed, not refused.
+//! - A message that waited in `ingress` longer than `ingress.max_age_secs` (7 days by
+//!   default; e.g. while the broker was down) is refused as `clock_skew` when first
+//!   processed. A shorter wait is fine: only `created_at` in the future is held to the
+//!   tight `max_clock_skew_secs`. A message already received before a crash is resumed.
 //! - Order: messages are processed concurrently; a status or retraction processed before
 //!   its referral's `routed` entries exist finds no destinations.
 
