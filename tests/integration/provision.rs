@@ -183,10 +183,10 @@ async fn provision_from_registry_and_revoke_on_removal() {
     // C's open connection was closed, and it cannot get back in.
     let since = Instant::now();
     let reason = loop {
-        if let LinkState::Reconnecting { last_error, .. } = leaving.state() {
-            if last_error.contains("login refused") {
-                break last_error;
-            }
+        if let LinkState::Reconnecting { last_error, .. } = leaving.state()
+            && last_error.contains("login refused")
+        {
+            break last_error;
         }
         assert!(
             since.elapsed() < Duration::from_secs(20),
