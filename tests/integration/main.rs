@@ -12,11 +12,13 @@
 mod audit;
 mod admin;
 mod client;
+mod faults;
+mod hostile;
 mod network;
 mod provision;
 mod serve;
-mod python;
 mod store;
+mod python;
 mod transport;
 mod util;
 
