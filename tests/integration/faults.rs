@@ -170,16 +170,14 @@ pub async fn publish_all(
         // Room in the window (or nothing else to do): wait for a confirm.
         if pending.len() >= PUBLISH_WINDOW || (todo.is_empty() && !pending.is_empty()) {
             let next: Option<(usize, Result<(), PublishError>)> = pending.next().await;
-            if let Some((i, outcome)) = next {
-                if let Err(e) = outcome {
-                    eprintln!(
-                        "publish of {} failed, publishing it again: {e}",
-                        messages[i].id
-                    );
-                    republished += 1;
-                    todo.push_back(i);
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                }
+            if let Some((i, Err(e))) = next {
+                eprintln!(
+                    "publish of {} failed, publishing it again: {e}",
+                    messages[i].id
+                );
+                republished += 1;
+                todo.push_back(i);
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             continue;
         }
