@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 pub mod audit_store;
 pub mod bench;
+pub mod bench_relay;
 pub mod audit;
 pub mod keys;
 pub mod pki;
@@ -57,6 +58,11 @@ pub enum Command {
     StatusUpdate(status_update::StatusUpdateArgs),
     /// Measure the store: dedup lookups+inserts, audit appends (group commit), log verification.
     Bench(bench::BenchArgs),
+    /// Measure the broker end to end against a minimal relay on one RabbitMQ node (ops/bench).
+    BenchE2e(bench_relay::BenchE2eArgs),
+    /// The baseline relay of bench-e2e (internal).
+    #[command(hide = true)]
+    BenchRelay(bench_relay::BenchRelayArgs),
     /// Operators: a running broker's status (readiness, inboxes, takedown times, checkpoint).
     Status(status::StatusArgs),
 }
@@ -91,6 +97,8 @@ pub fn run(cli: Cli) -> ExitCode {
         Command::Inbox(args) => inbox::run(args),
         Command::StatusUpdate(args) => status_update::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::BenchE2e(args) => bench_relay::run(args),
+        Command::BenchRelay(args) => bench_relay::run_relay(args),
         Command::Status(args) => status::run(args),
     };
     match outcome {
