@@ -5,18 +5,18 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+pub mod audit;
 pub mod audit_store;
 pub mod bench;
 pub mod bench_relay;
-pub mod audit;
+pub mod inbox;
 pub mod keys;
 pub mod pki;
 pub mod provision;
 pub mod serve;
-pub mod submit;
-pub mod inbox;
 pub mod status;
 pub mod status_update;
+pub mod submit;
 
 /// Routes signed cross-border referrals between hotlines and law enforcement.
 ///
