@@ -9,16 +9,16 @@
 //! This file holds the smoke tests of the node and the harness themselves; each area has its
 //! own module.
 
-mod audit;
 mod admin;
+mod audit;
 mod client;
 mod faults;
 mod hostile;
 mod network;
 mod provision;
+mod python;
 mod serve;
 mod store;
-mod python;
 mod transport;
 mod util;
 
