@@ -19,9 +19,10 @@ use std::time::{Duration, Instant};
 
 use lapin::BasicProperties;
 use referral_broker::audit::checkpoint::{BrokerCheckpoint, origin_for};
-use referral_broker::ids::EnvelopeId;
+use referral_broker::ids::{EnvelopeId, ParticipantId};
 use referral_broker::route::RouteReason;
 use referral_broker::signing::Signer;
+use referral_broker::store::{Event, LogReader, Seq};
 use referral_broker::wire::{Body, Envelope, Outcome, Receipt, Retraction, State, Status};
 use serde_json::Value;
 
@@ -633,6 +634,8 @@ async fn duplicate_urls_are_suppressed_until_removed() {
 
 /// SIGKILL in the middle of a batch, then restart on the same data: every referral reaches
 /// each of its destinations; a second copy, if any, has the same envelope id and is marked.
+/// The daemon's log afterwards passes `audit verify` and holds exactly one `received` entry
+/// per referral and exactly one `delivered` entry per (referral, destination) (issue 5).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_mid_batch_then_restart_loses_nothing() {
     let mut net = Network::new("serve-sigkill").await;
@@ -708,6 +711,7 @@ async fn sigkill_mid_batch_then_restart_loses_nothing() {
         );
     }
     assert!(net.stop_broker().success());
+    let (received, delivered) = log_once_each(&net, &sent, &[&nl.id, &de.id]);
     let log = net.broker_log().unwrap_or_default();
     let resumed = log
         .lines()
@@ -723,12 +727,80 @@ async fn sigkill_mid_batch_then_restart_loses_nothing() {
     println!(
         "{killed_at} referrals reached nl in {:.1} s before SIGKILL ({:.0} deliveries/s to nl and de); \
          {N} referrals × 2 destinations published in {:.1} s, all delivered in {:.1} s, restart \
-         included; the restarted broker resumed {resumed} half-done envelopes",
+         included; the restarted broker resumed {resumed} half-done envelopes; the log verifies \
+         and holds {received} `received` and {delivered} `delivered` entries, one each",
         before_kill.as_secs_f64(),
         (2 * killed_at) as f64 / before_kill.as_secs_f64(),
         published.as_secs_f64(),
         total.as_secs_f64(),
     );
+}
+
+/// The daemon's log (broker stopped): `audit verify` passes (the binary, with the broker's
+/// key), every envelope of `sent` has exactly one `received` entry and exactly one
+/// `delivered` entry for each of `dests`, and no envelope has more than one of either.
+/// Returns the numbers of `received` and `delivered` entries.
+fn log_once_each(
+    net: &Network,
+    sent: &BTreeSet<String>,
+    dests: &[&ParticipantId],
+) -> (usize, usize) {
+    let out = std::process::Command::new(Network::binary())
+        .args(["audit", "verify", "--quiet", "--data"])
+        .arg(&net.data_dir)
+        .arg("--broker-key")
+        .arg(net.broker_signer.public_key_b64())
+        .output()
+        .expect("audit verify");
+    assert!(
+        out.status.success(),
+        "audit verify after SIGKILL and restart: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut received: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut delivered: BTreeMap<(String, String), Vec<u64>> = BTreeMap::new();
+    let reader = LogReader::open(&net.data_dir).expect("the broker's log");
+    for le in reader.iter_from(Seq(0)).expect("reading the log") {
+        let e = le.expect("a whole frame").decode().expect("an entry");
+        let Some(id) = e.envelope.as_ref().map(|i| i.to_string()) else {
+            continue;
+        };
+        match &e.event {
+            Event::Received(_) => received.entry(id).or_default().push(e.seq.0),
+            Event::Delivered(_) => {
+                let dest = e
+                    .destination
+                    .as_ref()
+                    .expect("delivered names its destination");
+                delivered
+                    .entry((id, dest.to_string()))
+                    .or_default()
+                    .push(e.seq.0);
+            }
+            _ => {}
+        }
+    }
+    let twice: Vec<_> = received.iter().filter(|(_, s)| s.len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "`received` more than once (seqs): {twice:?}"
+    );
+    let twice: Vec<_> = delivered.iter().filter(|(_, s)| s.len() > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "`delivered` more than once (seqs): {twice:?}"
+    );
+    for id in sent {
+        assert!(received.contains_key(id), "no `received` entry for {id}");
+        for dest in dests {
+            assert!(
+                delivered.contains_key(&(id.clone(), dest.to_string())),
+                "no `delivered` entry for {id} at {dest}"
+            );
+        }
+    }
+    (received.len(), delivered.len())
 }
 
 /// Reads `peer`'s inbox until every id of `sent` arrived (panics after [`WAIT`] of silence),
