@@ -48,6 +48,29 @@ fn expect_connect_failure(
     }
 }
 
+/// Like [`expect_connect_failure`] for refusals that arrive as a TLS alert. Under TLS 1.3 the
+/// server's alert races its close: the client may read a connection reset before the alert.
+/// Every attempt must be refused; the specific alert must be seen in at least one of five.
+async fn expect_alert_refusal(
+    mut connect: impl AsyncFnMut() -> Result<Transport, TransportError>,
+    want: ConnectFailure,
+) -> String {
+    let mut seen = Vec::new();
+    for _ in 0..5 {
+        match connect().await {
+            Ok(_) => panic!("connected, expected {want:?}"),
+            Err(e) if e.connect_failure() == Some(want) => {
+                return expect_connect_failure(Err(e), want);
+            }
+            Err(e) => {
+                assert_eq!(e.connect_failure(), Some(ConnectFailure::Network), "{e}");
+                seen.push(e.to_string());
+            }
+        }
+    }
+    panic!("refused 5 times, never with {want:?}: {seen:#?}")
+}
+
 async fn next(consumer: &mut Consumer) -> Delivery {
     tokio::time::timeout(Duration::from_secs(30), consumer.next())
         .await
@@ -115,10 +138,11 @@ async fn refused_without_client_certificate() {
     let net = Net::new("nocert", &["fr.hotline"]);
     let mut config = net.config(&net.id("fr.hotline"));
     config.identity = None;
-    expect_connect_failure(
-        Transport::connect(config).await,
+    expect_alert_refusal(
+        || Transport::connect(config.clone()),
         ConnectFailure::ClientCertificateRequired,
-    );
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -126,10 +150,11 @@ async fn refused_with_certificate_of_a_second_ca_with_the_same_name() {
     let net = Net::new("otherca", &["fr.hotline"]);
     let id = net.id("fr.hotline");
     let cert = net.certs.issued_by_impostor_ca(&id);
-    let message = expect_connect_failure(
-        Transport::connect(net.config_with(&cert)).await,
+    let message = expect_alert_refusal(
+        || Transport::connect(net.config_with(&cert)),
         ConnectFailure::ClientCertificateUnknownCa,
-    );
+    )
+    .await;
     assert!(
         message.contains(&cert.cert.display().to_string()),
         "names the file: {message}"
@@ -140,10 +165,11 @@ async fn refused_with_certificate_of_a_second_ca_with_the_same_name() {
 async fn refused_with_expired_certificate() {
     let net = Net::new("expired", &["fr.hotline"]);
     let cert = net.certs.expired(&net.id("fr.hotline"));
-    let message = expect_connect_failure(
-        Transport::connect(net.config_with(&cert)).await,
+    let message = expect_alert_refusal(
+        || Transport::connect(net.config_with(&cert)),
         ConnectFailure::ClientCertificateExpired,
-    );
+    )
+    .await;
     assert!(
         message.contains(&cert.cert.display().to_string()),
         "names the file: {message}"
