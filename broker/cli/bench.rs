@@ -17,15 +17,27 @@ use sha2::{Digest, Sha256};
 
 use crate::audit::merkle::CompactTree;
 use crate::ids::{EnvelopeId, ParticipantId};
-use crate::store::{Event, LogReader, NewEntry, Routed, Seq, Store, StoreConfig, UrlCheck, UrlKey};
+use crate::store::{
+    Duplicate, DuplicateItem, Event, ItemFacts, LogReader, NewEntry, Received, Routed, Seq, Store,
+    StoreConfig, UrlCheck, UrlKey,
+};
+use crate::wire::Kind;
 
 /// Measure the store: dedup at 100 k / 1 M / 10 M keys, audit appends, log verification.
 ///
 /// Dedup: the index is filled with distinct URL keys (spread over 4 destinations) up to each
-/// size in turn; at each size, `--ops` check-and-open calls are timed, half on keys already
-/// open (answer: duplicate) and half on new keys (answer: opened). The figure should stay flat
-/// as the index grows. Filling 10 M keys takes minutes and about 3 GB of disk; `--keys`
-/// chooses the sizes and `--max-fill-secs` bounds the fill (larger sizes are then skipped).
+/// size in turn, the way the daemon opens them: referrals of 20 items, each key checked and
+/// opened, then the referrals' `received` and `routed` entries appended (100 referrals per
+/// append). At each size, `--ops` check-and-open calls are timed, half on keys already open
+/// (answer: duplicate) and half on new keys (answer: opened); the check figure should stay
+/// flat as the index grows (printed as the mean over all calls, and from the median time of
+/// a referral's checks, which a busy shared machine does not skew; the load average is
+/// printed too). Their entries (`received`, `routed`, `duplicate`) are then appended, timed
+/// apart: "logged ops/s" is what making those decisions durable costs (log fsync and sled).
+/// At the end a fresh process opens the store: the time to load the open URL keys into
+/// memory, and the memory they take. Filling 10 M keys takes about 15 minutes and 12 GB of
+/// disk; `--keys` chooses the sizes and `--max-fill-secs` bounds the fill (larger sizes are
+/// then skipped).
 ///
 /// Appends: `--appends` entries from `--writers` concurrent tasks, each awaiting durability
 /// (group commit: one fsync per batch), then `--baseline-appends` entries from one task (one
@@ -74,6 +86,10 @@ pub struct BenchArgs {
     /// Keep the scratch directory.
     #[arg(long)]
     keep: bool,
+    /// (Internal) open the store in DIR in this fresh process, print what loading the open
+    /// URL keys took and the memory, and exit: how the dedup part measures a reopen.
+    #[arg(long, value_name = "DIR", hide = true)]
+    load_only: Option<PathBuf>,
 }
 
 fn bar(len: u64, what: &str) -> ProgressBar {
@@ -97,6 +113,10 @@ fn rate(n: u64, d: Duration) -> f64 {
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = &args.load_only {
+        load_only(dir, args.cache_mib)?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let (dir, remove) = match &args.dir {
         Some(d) => (d.clone(), false),
         None => (
@@ -132,6 +152,103 @@ pub fn run(args: BenchArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// Items per synthetic referral (the top of the realistic 1–20 mix).
+const ITEMS: u64 = 20;
+/// Referrals per append (one group commit, one sled batch).
+const CHUNK: u64 = 100;
+
+/// What the dedup part needs: the store, the destinations, one origin.
+struct Dedup {
+    store: Store,
+    dests: Vec<ParticipantId>,
+    origin: ParticipantId,
+}
+
+impl Dedup {
+    /// Key `n` belongs to destination `n % 4`.
+    fn dest(&self, n: u64) -> &ParticipantId {
+        &self.dests[(n % self.dests.len() as u64) as usize]
+    }
+
+    /// The entries the daemon appends for one referral: `received`, then per destination
+    /// `routed` (items opened) and `duplicate` (items suppressed).
+    fn entries(
+        &self,
+        id: &EnvelopeId,
+        keys: &[u64],
+        dups: &[Option<EnvelopeId>],
+        out: &mut Vec<NewEntry>,
+    ) {
+        let items = keys
+            .iter()
+            .map(|&n| ItemFacts {
+                url_key: url_key(n),
+                hashes: Vec::new(),
+            })
+            .collect();
+        out.push(
+            NewEntry::new(Event::Received(Received {
+                kind: Kind::Referral,
+                items,
+            }))
+            .envelope(id.clone())
+            .participant(self.origin.clone())
+            .message(id.as_str().as_bytes()),
+        );
+        for (d, dest) in self.dests.iter().enumerate() {
+            let mine = |i: &usize| keys[*i] % self.dests.len() as u64 == d as u64;
+            let routed: Vec<u16> = (0..keys.len())
+                .filter(|i| mine(i) && dups[*i].is_none())
+                .map(|i| i as u16)
+                .collect();
+            let duplicates: Vec<DuplicateItem> = (0..keys.len())
+                .filter(mine)
+                .filter_map(|i| {
+                    Some(DuplicateItem {
+                        item: i as u16,
+                        url_key: url_key(keys[i]),
+                        first_referral: dups[i].clone()?,
+                    })
+                })
+                .collect();
+            let entry = |event| {
+                NewEntry::new(event)
+                    .envelope(id.clone())
+                    .participant(self.origin.clone())
+                    .destination(dest.clone())
+            };
+            if !routed.is_empty() {
+                out.push(entry(Event::Routed(Routed {
+                    items: routed,
+                    reason: "country".into(),
+                })));
+            }
+            if !duplicates.is_empty() {
+                out.push(entry(Event::Duplicate(Duplicate { items: duplicates })));
+            }
+        }
+    }
+}
+
+/// One row of the dedup table.
+#[derive(Debug, Clone)]
+struct Row {
+    size: u64,
+    /// Check-and-open calls per second: mean over every call (lookups + inserts).
+    ops: f64,
+    /// … from the medians below (what a shared machine does not skew).
+    ops_median: f64,
+    /// Median µs per lookup (an open key: duplicate) and per insert (a new key: opened).
+    lookup_us: f64,
+    insert_us: f64,
+    /// The same operations made durable: their entries appended, fsynced and applied to
+    /// the indexes (sled), per second of appending.
+    logged: f64,
+    fill: f64,
+    /// The machine's 1-minute load average when the row was measured.
+    load: String,
+}
+
 fn dedup(args: &BenchArgs, dir: &Path, config: &StoreConfig) -> anyhow::Result<()> {
     let mut sizes = args.keys.clone();
     sizes.sort_unstable();
@@ -141,27 +258,36 @@ fn dedup(args: &BenchArgs, dir: &Path, config: &StoreConfig) -> anyhow::Result<(
         .iter()
         .map(|s| s.parse().context("synthetic participant id"))
         .collect::<Result<_, _>>()?;
-    // Keys are opened by `first`; lookups come from `second`, so an open key answers
-    // duplicate (the same referral asking again would be answered `Opened`: a redelivery).
-    let (first, second) = (EnvelopeId::new_v7(), EnvelopeId::new_v7());
-    let check_as = |n: u64, referral: &EnvelopeId| -> anyhow::Result<UrlCheck> {
-        let dest = &dests[(n % dests.len() as u64) as usize];
-        Ok(store.url_check_and_open(dest, &url_key(n), referral, Utc::now())?)
+    let b = Dedup {
+        store,
+        dests,
+        origin: "be.childfocus"
+            .parse()
+            .context("synthetic participant id")?,
     };
-    let check = |n: u64| check_as(n, &first);
     println!(
-        "\n== dedup: URL check-and-open (sled cache {} MiB, one thread)",
+        "\n== dedup: URL check-and-open (sled cache {} MiB, one thread; referrals of {ITEMS} \
+         items to 4 destinations, {CHUNK} referrals per append)",
         args.cache_mib
     );
     println!(
-        "{:>12} {:>14} {:>16} {:>16} {:>12}",
-        "keys", "ops/s", "lookup µs/op", "insert µs/op", "fill keys/s"
+        "{:>11} {:>12} {:>12} {:>10} {:>10} {:>13} {:>12} {:>8}",
+        "keys",
+        "check ops/s",
+        "(median)",
+        "lookup µs",
+        "insert µs",
+        "logged ops/s",
+        "fill keys/s",
+        "load"
     );
     let fill_deadline = Instant::now() + Duration::from_secs(args.max_fill_secs);
-    // Keys 0..filled are open; each measurement adds ops/2 more.
+    // Keys 0..filled are open (each by a logged referral); each measurement adds ops/2.
     let mut filled = 0u64;
-    let mut results = Vec::new();
+    let mut results: Vec<Row> = Vec::new();
+    let mut entries = Vec::new();
     for size in sizes {
+        let mut fill_rate = 0.0;
         if filled < size {
             let pb = bar(size - filled, "filling");
             let t = Instant::now();
@@ -172,19 +298,34 @@ fn dedup(args: &BenchArgs, dir: &Path, config: &StoreConfig) -> anyhow::Result<(
                     println!(
                         "fill stopped at {filled} keys after --max-fill-secs; sizes from {size} skipped"
                     );
-                    return summary(&results);
+                    return finish(b, &results, args.cache_mib);
                 }
-                check(filled)?;
-                filled += 1;
-                if filled.is_multiple_of(4096) {
-                    pb.set_position(filled - start);
+                entries.clear();
+                for _ in 0..CHUNK {
+                    let id = EnvelopeId::new_v7();
+                    let keys: Vec<u64> = (filled..filled + ITEMS).collect();
+                    for &n in &keys {
+                        let r =
+                            b.store
+                                .url_check_and_open(b.dest(n), &url_key(n), &id, Utc::now())?;
+                        if r != UrlCheck::Opened {
+                            bail!("new key {n} was not opened");
+                        }
+                    }
+                    b.entries(&id, &keys, &[const { None }; ITEMS as usize], &mut entries);
+                    filled += ITEMS;
                 }
+                b.store.append_blocking(std::mem::take(&mut entries))?;
+                pb.set_position(filled - start);
             }
             pb.finish_and_clear();
-            let fill_rate = rate(filled - start, t.elapsed());
-            results.push((size, 0.0, 0.0, 0.0, fill_rate));
+            fill_rate = rate(filled - start, t.elapsed());
         }
-        // Timed: alternate a lookup of a random open key and an insert of a new one.
+        // Timed: referrals of ITEMS/2 lookups of random open keys (answer: duplicate) and
+        // ITEMS/2 new keys (answer: opened); then their entries appended, timed apart. Each
+        // referral's lookups and inserts are one sample each: the median sample is what a
+        // check costs when the thread is not preempted (the machine may be shared), the mean
+        // includes whatever else the machine did.
         let mut rng_state = 0x9e37_79b9_7f4a_7c15u64 ^ size;
         let mut next_rand = || {
             // xorshift64*: deterministic, dependency-free, good enough to scatter lookups.
@@ -193,60 +334,186 @@ fn dedup(args: &BenchArgs, dir: &Path, config: &StoreConfig) -> anyhow::Result<(
             rng_state ^= rng_state >> 27;
             rng_state.wrapping_mul(0x2545_f491_4f6c_dd1d)
         };
-        let (mut t_lookup, mut t_insert) = (Duration::ZERO, Duration::ZERO);
-        let half = args.ops / 2;
-        let t = Instant::now();
-        for _ in 0..half {
-            let k = next_rand() % filled;
-            let t0 = Instant::now();
-            let r = check_as(k, &second)?;
-            t_lookup += t0.elapsed();
-            if r == UrlCheck::Opened {
-                bail!("key {k} should have been open");
+        let referrals = (args.ops / ITEMS).max(1);
+        let half = ITEMS / 2;
+        let mut samples: [Vec<Duration>; 2] = [
+            Vec::with_capacity(referrals as usize),
+            Vec::with_capacity(referrals as usize),
+        ];
+        let mut t_log = Duration::ZERO;
+        let mut done = 0u64;
+        while done < referrals {
+            entries.clear();
+            let chunk = CHUNK.min(referrals - done);
+            for _ in 0..chunk {
+                let id = EnvelopeId::new_v7();
+                let lookups: Vec<u64> = (0..half).map(|_| next_rand() % filled).collect();
+                let inserts: Vec<u64> = (filled..filled + half).collect();
+                let mut dups = Vec::with_capacity(ITEMS as usize);
+                let t0 = Instant::now();
+                for &k in &lookups {
+                    let r = b
+                        .store
+                        .url_check_and_open(b.dest(k), &url_key(k), &id, Utc::now())?;
+                    let UrlCheck::Duplicate { first_referral, .. } = r else {
+                        bail!("key {k} should have been open");
+                    };
+                    dups.push(Some(first_referral));
+                }
+                let t1 = Instant::now();
+                for &n in &inserts {
+                    let r = b
+                        .store
+                        .url_check_and_open(b.dest(n), &url_key(n), &id, Utc::now())?;
+                    if r != UrlCheck::Opened {
+                        bail!("new key {n} was not opened");
+                    }
+                    dups.push(None);
+                }
+                let t2 = Instant::now();
+                samples[0].push(t1 - t0);
+                samples[1].push(t2 - t1);
+                filled += half;
+                let keys: Vec<u64> = lookups.into_iter().chain(inserts).collect();
+                b.entries(&id, &keys, &dups, &mut entries);
             }
             let t0 = Instant::now();
-            let r = check(filled)?;
-            t_insert += t0.elapsed();
-            if r != UrlCheck::Opened {
-                bail!("new key {filled} was not opened");
-            }
-            filled += 1;
+            b.store.append_blocking(std::mem::take(&mut entries))?;
+            t_log += t0.elapsed();
+            done += chunk;
         }
-        let total = t.elapsed();
-        let fill_rate = results.last().map_or(0.0, |r| r.4);
-        let row = (
+        let ops = referrals * half;
+        let total: Duration = samples.iter().flatten().sum();
+        let median_us = |v: &mut Vec<Duration>| {
+            v.sort_unstable();
+            v.get(v.len() / 2)
+                .map_or(0.0, |d| d.as_secs_f64() * 1e6 / half as f64)
+        };
+        let (lookup_us, insert_us) = (median_us(&mut samples[0]), median_us(&mut samples[1]));
+        let row = Row {
             size,
-            rate(2 * half, total),
-            t_lookup.as_secs_f64() * 1e6 / half.max(1) as f64,
-            t_insert.as_secs_f64() * 1e6 / half.max(1) as f64,
-            fill_rate,
-        );
-        if let Some(last) = results.last_mut().filter(|r| r.0 == size) {
-            *last = row;
-        } else {
-            results.push(row);
-        }
+            ops: rate(2 * ops, total),
+            ops_median: 2e6 / (lookup_us + insert_us).max(1e-9),
+            lookup_us,
+            insert_us,
+            logged: rate(2 * ops, t_log),
+            fill: fill_rate,
+            load: load_average(),
+        };
         println!(
-            "{:>12} {:>14.0} {:>16.2} {:>16.2} {:>12.0}",
-            row.0, row.1, row.2, row.3, row.4
+            "{:>11} {:>12.0} {:>12.0} {:>10.2} {:>10.2} {:>13.0} {:>12.0} {:>8}",
+            row.size,
+            row.ops,
+            row.ops_median,
+            row.lookup_us,
+            row.insert_us,
+            row.logged,
+            row.fill,
+            row.load
         );
+        results.push(row);
     }
-    drop(store);
-    let disk = dir_size(dir);
-    println!("index on disk: {:.0} MiB", disk as f64 / 1048576.0);
-    summary(&results)
+    finish(b, &results, args.cache_mib)
 }
 
-fn summary(results: &[(u64, f64, f64, f64, f64)]) -> anyhow::Result<()> {
-    let measured: Vec<_> = results.iter().filter(|r| r.1 > 0.0).collect();
-    if let (Some(first), Some(last)) = (measured.first(), measured.last()) {
+/// Prints the summary, then closes the store and has a fresh process open it again, to time
+/// loading the open URL keys from sled into memory and see the memory it takes.
+fn finish(b: Dedup, results: &[Row], cache_mib: u64) -> anyhow::Result<()> {
+    summary(results)?;
+    let dir = b.store.dir().to_owned();
+    drop(b);
+    let exe = std::env::current_exe().context("finding this executable")?;
+    let status = std::process::Command::new(exe)
+        .args([
+            "bench",
+            "--cache-mib",
+            &cache_mib.to_string(),
+            "--load-only",
+        ])
+        .arg(&dir)
+        .status()
+        .context("running the reopen")?;
+    if !status.success() {
+        bail!("the reopen failed: {status}");
+    }
+    println!(
+        "index on disk: {:.0} MiB, log {:.0} MiB",
+        dir_size(&dir.join("index")) as f64 / 1048576.0,
+        dir_size(&dir.join("log")) as f64 / 1048576.0
+    );
+    Ok(())
+}
+
+/// Opens the store in `dir` (a fresh process: nothing else in memory) and prints the load.
+fn load_only(dir: &Path, cache_mib: u64) -> anyhow::Result<()> {
+    let config = StoreConfig {
+        cache_capacity: cache_mib << 20,
+        ..StoreConfig::default()
+    };
+    let before = rss_mib();
+    let t = Instant::now();
+    let (store, report) = Store::open(dir, config, &mut |_, _| {})?;
+    let open_time = t.elapsed();
+    let after = rss_mib();
+    let idx = store.url_index();
+    let mib = |m: Option<u64>| m.map_or_else(|| "?".to_owned(), |m| m.to_string());
+    println!(
+        "reopen (fresh process): {} open URL keys loaded from sled in {:.2} s ({:.0} keys/s); \
+         whole open {:.2} s",
+        report.url_load.keys,
+        report.url_load.time.as_secs_f64(),
+        rate(report.url_load.keys, report.url_load.time),
+        open_time.as_secs_f64(),
+    );
+    println!(
+        "memory: URL table ≈ {:.0} MiB = {:.0} bytes per open key; process RSS {} MiB before \
+         open, {} MiB after (the rest is sled: cache {cache_mib} MiB, page table, buffers)",
+        idx.approx_bytes as f64 / 1048576.0,
+        idx.approx_bytes as f64 / idx.open_keys.max(1) as f64,
+        mib(before),
+        mib(after),
+    );
+    Ok(())
+}
+
+/// The 1-minute load average (Linux), as printed by the kernel.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "?".to_owned())
+}
+
+/// Resident memory of this process (Linux), MiB.
+fn rss_mib() -> Option<u64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024)
+}
+
+fn summary(results: &[Row]) -> anyhow::Result<()> {
+    if let (Some(first), Some(last)) = (results.first(), results.last()) {
+        let change = |a: f64, b: f64| (b / a - 1.0) * 100.0;
         println!(
-            "dedup: {:.0} ops/s at {} keys, {:.0} ops/s at {} keys ({:+.0} %)",
-            first.1,
-            first.0,
-            last.1,
-            last.0,
-            (last.1 / first.1 - 1.0) * 100.0
+            "dedup check-and-open: {:.0} ops/s at {} keys, {:.0} ops/s at {} keys ({:+.0} %); \
+             from medians {:.0} → {:.0} ops/s ({:+.0} %)",
+            first.ops,
+            first.size,
+            last.ops,
+            last.size,
+            change(first.ops, last.ops),
+            first.ops_median,
+            last.ops_median,
+            change(first.ops_median, last.ops_median)
+        );
+        println!(
+            "dedup logged (entries fsynced + applied to sled): {:.0} ops/s at {} keys, {:.0} ops/s at {} keys ({:+.0} %)",
+            first.logged,
+            first.size,
+            last.logged,
+            last.size,
+            change(first.logged, last.logged)
         );
     }
     Ok(())

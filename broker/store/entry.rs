@@ -7,7 +7,7 @@
 //! re-encodes what it parsed and refuses bytes that differ, so an entry has exactly one byte
 //! form, and the leaf hash (SHA-256 of `0x00 || bytes`) is computed once, at construction.
 //!
-//! Every `detail` carries what the indexes need ([`super::index`]), so sled can be rebuilt
+//! Every `detail` carries what the indexes need (`index.rs`), so sled can be rebuilt
 //! from the entries alone.
 //!
 //! Pure code: no I/O.

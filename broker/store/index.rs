@@ -1,6 +1,6 @@
 //! The sled indexes, derived from the log: how each entry changes them ([`Index::apply`]),
 //! the reads the broker makes, and the one write that is not an entry's effect, the URL
-//! reservation of [`Index::url_check_and_open`].
+//! reservation of [`Index::url_check_and_open`] (in memory only, see [`super::urls`]).
 //!
 //! Everything lives in one sled tree under one-letter prefixes, so that the effects of a
 //! batch of entries and the `applied` marker (how many entries are reflected, and the tree
@@ -11,32 +11,40 @@
 //! | --- | --- | --- |
 //! | `m` | — | [`Meta`]: applied count and frontier |
 //! | `e` | envelope id | [`EnvelopeRecord`] |
-//! | `u` | destination `0x00` url key (32 bytes) | [`UrlKeyRecord`] |
+//! | `u` | destination `0x00` url key (32 bytes) | [`UrlKeyRecord`] of an OPEN key |
+//! | `x` | destination `0x00` url key (32 bytes) | [`UrlKeyRecord`] of a closed key |
 //! | `h` | algorithm `0x00` value | [`HashSighting`] |
 //! | `r` | referral id | [`ReferralRecord`] |
 //! | `p` | envelope id `0x00` seq (8 bytes BE) | [`EntryPos`] of an entry about it |
 //! | `c` | seq (8 bytes BE) | [`CheckpointRecord`] |
 //! | `q` | seq (8 bytes BE) | [`QuarantineRecord`] |
 //!
-//! URL keys: the reservation and the entries' effects are serialised by one lock, and the
-//! rules make them commute — a `routed` entry for the referral already holding the key
-//! changes nothing; a `duplicate` counts a report; `removed` and retraction close the key
-//! only if it is held by the referral they are about.
+//! URL keys: the open ones are also held in memory ([`super::urls::OpenUrls`], loaded from
+//! `u` on open), and every check and every entry's effect on an open key reads the memory
+//! copy, never sled: sled is only written (the `u` record kept equal to the memory one,
+//! moved to `x` when the key closes). Closing keeps `u` small, so loading it costs time in
+//! proportion to the keys open now, not to every key ever seen. Reservations and the
+//! entries' effects are serialised by the memory table's lock, one key operation at a
+//! time, and the rules make them commute — a `routed` entry for the referral already
+//! holding the key changes nothing; a `duplicate` counts a report; `removed` and
+//! retraction close the key only if it is held by the referral they are about.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::StoreError;
 use super::entry::{Entry, Event, HashRef, UrlKey};
 use super::records::{
     CheckpointRecord, EntryPos, EnvelopeRecord, HashSighting, NoticeRecord, QuarantineRecord,
     ReferralRecord, UrlCheck, UrlKeyRecord,
 };
 use super::tree::Frontier;
+use super::urls::{Check, OpenUrls, Salt, Slot};
+use super::{StoreError, UrlIndexLoad};
 use crate::ids::{EnvelopeId, ParticipantId};
 use crate::wire::{Kind, State};
 
@@ -66,8 +74,18 @@ fn env_key(id: &EnvelopeId) -> Vec<u8> {
     key(b'e', &[id.as_str().as_bytes()])
 }
 
+/// The sled key of an open URL key; its closed twin has prefix `x` and the same tail.
 fn url_key(dest: &ParticipantId, k: &UrlKey) -> Vec<u8> {
-    key(b'u', &[dest.as_str().as_bytes(), &k.0])
+    key(OPEN_URL, &[dest.as_str().as_bytes(), &k.0])
+}
+
+const OPEN_URL: u8 = b'u';
+const CLOSED_URL: u8 = b'x';
+
+fn closed(open_key: &[u8]) -> Vec<u8> {
+    let mut k = open_key.to_vec();
+    k[0] = CLOSED_URL;
+    k
 }
 
 fn hash_key(h: &HashRef) -> Vec<u8> {
@@ -161,31 +179,41 @@ impl Record for UrlKeyRecord {
 pub(super) struct Index {
     db: sled::Db,
     path: PathBuf,
-    /// Serialises URL key reservations with the writer's application of entries.
-    url_lock: Mutex<()>,
+    /// Slots of the open URL keys (fixed for the life of the process).
+    salt: Salt,
+    /// The open URL keys; its lock serialises reservations with the entries' effects.
+    urls: Mutex<OpenUrls>,
+    /// What loading `urls` from sled took.
+    loaded: UrlIndexLoad,
 }
 
-/// Reads through the writes of a batch not yet applied.
+/// Reads through the writes of a batch not yet applied (`None`: removed).
 struct Overlay<'a> {
     index: &'a Index,
-    writes: HashMap<Vec<u8>, Vec<u8>>,
+    writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
 impl Overlay<'_> {
     fn get<T: Record>(&self, k: &[u8]) -> Result<Option<T>, StoreError> {
         match self.writes.get(k) {
-            Some(v) => self.index.decode(k, v).map(Some),
+            Some(Some(v)) => self.index.decode(k, v).map(Some),
+            Some(None) => Ok(None),
             None => self.index.get(k),
         }
     }
 
     fn put<T: Record>(&mut self, k: Vec<u8>, v: &T) {
-        self.writes.insert(k, v.to_bytes());
+        self.writes.insert(k, Some(v.to_bytes()));
+    }
+
+    fn remove(&mut self, k: Vec<u8>) {
+        self.writes.insert(k, None);
     }
 }
 
 impl Index {
-    /// Opens (creating) the sled database at `path` with a bounded page cache.
+    /// Opens (creating) the sled database at `path` with a bounded page cache, and loads the
+    /// open URL keys into memory.
     pub fn open(path: &Path, cache_capacity: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
@@ -195,11 +223,79 @@ impl Index {
                 path: path.to_owned(),
                 message: e.to_string(),
             })?;
-        Ok(Self {
+        let salt = Salt::random().map_err(|message| StoreError::Index {
+            path: path.to_owned(),
+            message,
+        })?;
+        let mut index = Self {
             db,
             path: path.to_owned(),
-            url_lock: Mutex::new(()),
-        })
+            salt,
+            urls: Mutex::new(OpenUrls::new()),
+            loaded: UrlIndexLoad {
+                keys: 0,
+                time: Duration::ZERO,
+            },
+        };
+        index.loaded = index.load_urls()?;
+        Ok(index)
+    }
+
+    /// Fills the memory table from the `u` records. A closed record found there (written by
+    /// an earlier version, which kept both under `u`) is moved to `x`.
+    fn load_urls(&self) -> Result<UrlIndexLoad, StoreError> {
+        let t = Instant::now();
+        let mut urls = self.urls();
+        let mut legacy = sled::Batch::default();
+        let mut moved = 0u64;
+        for kv in self.db.scan_prefix([OPEN_URL]) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            let r: UrlKeyRecord = self.decode(&k, &v)?;
+            if r.open {
+                urls.put(self.salt.slot(&k[1..]), &r)
+                    .map_err(|m| self.damaged(&k, &m))?;
+            } else {
+                legacy.remove(&*k);
+                legacy.insert(closed(&k), v);
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            tracing::info!(keys = moved, "moving closed URL keys to their own prefix");
+            self.db.apply_batch(legacy).map_err(|e| self.err(e))?;
+        }
+        let load = UrlIndexLoad {
+            keys: urls.len() as u64,
+            time: t.elapsed(),
+        };
+        tracing::info!(
+            keys = load.keys,
+            secs = load.time.as_secs_f64(),
+            approx_bytes = urls.approx_bytes(),
+            "loaded the open URL keys into memory"
+        );
+        Ok(load)
+    }
+
+    /// What loading the open URL keys took.
+    pub fn url_load(&self) -> UrlIndexLoad {
+        self.loaded
+    }
+
+    /// Open URL keys in memory now, and the approximate bytes of their table.
+    pub fn url_memory(&self) -> (u64, u64) {
+        let urls = self.urls();
+        (urls.len() as u64, urls.approx_bytes() as u64)
+    }
+
+    fn damaged(&self, k: &[u8], message: &str) -> StoreError {
+        StoreError::Index {
+            path: self.path.clone(),
+            message: format!(
+                "damaged record at key {:?}: {message}",
+                String::from_utf8_lossy(k)
+            ),
+        }
     }
 
     fn err(&self, e: sled::Error) -> StoreError {
@@ -210,13 +306,7 @@ impl Index {
     }
 
     fn decode<T: Record>(&self, k: &[u8], v: &[u8]) -> Result<T, StoreError> {
-        T::from_bytes(v).map_err(|e| StoreError::Index {
-            path: self.path.clone(),
-            message: format!(
-                "damaged record at key {:?}: {e}",
-                String::from_utf8_lossy(k)
-            ),
-        })
+        T::from_bytes(v).map_err(|e| self.damaged(k, &e))
     }
 
     fn get<T: Record>(&self, k: &[u8]) -> Result<Option<T>, StoreError> {
@@ -226,9 +316,10 @@ impl Index {
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, ()> {
-        // The lock guards no data, so a panic while holding it leaves nothing inconsistent.
-        self.url_lock
+    fn urls(&self) -> std::sync::MutexGuard<'_, OpenUrls> {
+        // Every change to the table is one `insert` or `remove`: a panic while holding the
+        // lock cannot leave a record half-written.
+        self.urls
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -249,7 +340,6 @@ impl Index {
         entries: &[(Entry, EntryPos)],
         frontier: &Frontier,
     ) -> Result<(), StoreError> {
-        let _guard = self.lock();
         let mut o = Overlay {
             index: self,
             writes: HashMap::new(),
@@ -267,7 +357,10 @@ impl Index {
         );
         let mut batch = sled::Batch::default();
         for (k, v) in o.writes {
-            batch.insert(k, v);
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
         }
         self.db.apply_batch(batch).map_err(|e| self.err(e))
     }
@@ -276,14 +369,25 @@ impl Index {
         self.get(&env_key(id))
     }
 
+    fn slot(&self, sled_key: &[u8]) -> Slot {
+        self.salt.slot(&sled_key[1..])
+    }
+
+    /// An open key from memory, else a closed one from sled.
     pub fn url(
         &self,
         dest: &ParticipantId,
         k: &UrlKey,
     ) -> Result<Option<UrlKeyRecord>, StoreError> {
-        self.get(&url_key(dest, k))
+        let key = url_key(dest, k);
+        let slot = self.slot(&key);
+        if let Some(r) = self.urls().get(&slot).map_err(|m| self.damaged(&key, &m))? {
+            return Ok(Some(r));
+        }
+        self.get(&closed(&key))
     }
 
+    /// Answered from memory alone; see [`super::Store::url_check_and_open`].
     pub fn url_check_and_open(
         &self,
         dest: &ParticipantId,
@@ -291,30 +395,17 @@ impl Index {
         referral: &EnvelopeId,
         now: DateTime<Utc>,
     ) -> Result<UrlCheck, StoreError> {
-        let _guard = self.lock();
         let key = url_key(dest, k);
-        if let Some(r) = self.get::<UrlKeyRecord>(&key)?
-            && r.open
-        {
-            if &r.first_referral == referral {
-                return Ok(UrlCheck::Opened);
-            }
-            return Ok(UrlCheck::Duplicate {
+        let slot = self.slot(&key);
+        let check = self.urls().check_and_open(slot, referral, now);
+        match check.map_err(|m| self.damaged(&key, &m))? {
+            Check::Reserved | Check::Held => Ok(UrlCheck::Opened),
+            Check::Other(r) => Ok(UrlCheck::Duplicate {
                 first_referral: r.first_referral,
                 count: r.count,
                 first_seen: r.first_seen,
-            });
+            }),
         }
-        let rec = UrlKeyRecord {
-            open: true,
-            first_referral: referral.clone(),
-            count: 1,
-            first_seen: now,
-            last_seen: now,
-        };
-        let v = rec.to_bytes();
-        self.db.insert(key, v).map_err(|e| self.err(e))?;
-        Ok(UrlCheck::Opened)
     }
 
     pub fn hash_sighting(&self, h: &HashRef) -> Result<Option<HashSighting>, StoreError> {
@@ -359,6 +450,94 @@ impl Index {
     }
 }
 
+/// Sets an open key's record, in memory and (with the batch) in sled.
+fn put_open(
+    o: &mut Overlay<'_>,
+    urls: &mut OpenUrls,
+    key: Vec<u8>,
+    slot: Slot,
+    r: &UrlKeyRecord,
+) -> Result<(), StoreError> {
+    urls.put(slot, r).map_err(|m| o.index.damaged(&key, &m))?;
+    o.put(key, r);
+    Ok(())
+}
+
+/// A `routed` entry: `id` holds the key (it reserved it, or the reservation was lost).
+fn url_routed(
+    o: &mut Overlay<'_>,
+    dest: &ParticipantId,
+    k: &UrlKey,
+    id: &EnvelopeId,
+    t: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let key = url_key(dest, k);
+    let slot = o.index.slot(&key);
+    let mut urls = o.index.urls();
+    let rec = match urls.get(&slot).map_err(|m| o.index.damaged(&key, &m))? {
+        Some(mut r) if &r.first_referral == id => {
+            r.first_seen = r.first_seen.min(t);
+            r
+        }
+        Some(mut r) => {
+            r.count += 1;
+            r.last_seen = t;
+            r
+        }
+        None => UrlKeyRecord {
+            open: true,
+            first_referral: id.clone(),
+            count: 1,
+            first_seen: t,
+            last_seen: t,
+        },
+    };
+    put_open(o, &mut urls, key, slot, &rec)
+}
+
+/// A `duplicate` entry: one more report of a key held by `first`.
+fn url_duplicate(
+    o: &mut Overlay<'_>,
+    dest: &ParticipantId,
+    k: &UrlKey,
+    first: &EnvelopeId,
+    t: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    let key = url_key(dest, k);
+    let slot = o.index.slot(&key);
+    let mut urls = o.index.urls();
+    if let Some(mut r) = urls.get(&slot).map_err(|m| o.index.damaged(&key, &m))? {
+        r.count += 1;
+        r.last_seen = t;
+        return put_open(o, &mut urls, key, slot, &r);
+    }
+    let closed_key = closed(&key);
+    match o.get::<UrlKeyRecord>(&closed_key)? {
+        // Closed since the check (`removed` logged first): count it, it stays closed.
+        Some(mut r) if &r.first_referral == first => {
+            r.count += 1;
+            r.last_seen = t;
+            o.put(closed_key, &r);
+            Ok(())
+        }
+        // Logged before the `routed` entry of the first referral (concurrent referrals):
+        // open it for that one; its `routed` entry will agree.
+        _ => put_open(
+            o,
+            &mut urls,
+            key,
+            slot,
+            &UrlKeyRecord {
+                open: true,
+                first_referral: first.clone(),
+                count: 2,
+                first_seen: t,
+                last_seen: t,
+            },
+        ),
+    }
+}
+
 /// Closes `(dest, key)` if it is open and held by `referral`.
 fn close_if_held(
     o: &mut Overlay<'_>,
@@ -368,13 +547,16 @@ fn close_if_held(
     t: DateTime<Utc>,
 ) -> Result<(), StoreError> {
     let key = url_key(dest, k);
-    if let Some(mut r) = o.get::<UrlKeyRecord>(&key)?
-        && r.open
+    let slot = o.index.slot(&key);
+    let mut urls = o.index.urls();
+    if let Some(mut r) = urls.get(&slot).map_err(|m| o.index.damaged(&key, &m))?
         && &r.first_referral == referral
     {
+        urls.remove(&slot);
         r.open = false;
         r.last_seen = t;
-        o.put(key, &r);
+        o.put(closed(&key), &r);
+        o.remove(key);
     }
     Ok(())
 }
@@ -479,26 +661,7 @@ fn apply_one(o: &mut Overlay<'_>, e: &Entry, pos: EntryPos) -> Result<(), StoreE
                     let Some(item) = rr.items.get(usize::from(i)) else {
                         continue;
                     };
-                    let uk = url_key(dest, &item.url_key);
-                    let rec = match o.get::<UrlKeyRecord>(&uk)? {
-                        Some(mut r) if r.open && &r.first_referral == id => {
-                            r.first_seen = r.first_seen.min(t);
-                            r
-                        }
-                        Some(mut r) if r.open => {
-                            r.count += 1;
-                            r.last_seen = t;
-                            r
-                        }
-                        _ => UrlKeyRecord {
-                            open: true,
-                            first_referral: id.clone(),
-                            count: 1,
-                            first_seen: t,
-                            last_seen: t,
-                        },
-                    };
-                    o.put(uk, &rec);
+                    url_routed(o, dest, &item.url_key, id, t)?;
                 }
                 o.put(rk, &rr);
             }
@@ -513,24 +676,7 @@ fn apply_one(o: &mut Overlay<'_>, e: &Entry, pos: EntryPos) -> Result<(), StoreE
                     Some((items.clone(), seq));
             })?;
             for dup in &d.items {
-                let uk = url_key(dest, &dup.url_key);
-                let rec = match o.get::<UrlKeyRecord>(&uk)? {
-                    Some(mut r) if r.open || r.first_referral == dup.first_referral => {
-                        r.count += 1;
-                        r.last_seen = t;
-                        r
-                    }
-                    // Logged before the `routed` entry of the first referral (concurrent
-                    // referrals): open it for that one; its `routed` entry will agree.
-                    _ => UrlKeyRecord {
-                        open: true,
-                        first_referral: dup.first_referral.clone(),
-                        count: 2,
-                        first_seen: t,
-                        last_seen: t,
-                    },
-                };
-                o.put(uk, &rec);
+                url_duplicate(o, dest, &dup.url_key, &dup.first_referral, t)?;
             }
         }
         Event::Delivered(_) => {

@@ -1,5 +1,5 @@
 //! The records the indexes hold, as the rest of the broker reads them. Each one is derived
-//! from audit entries only (see [`super::index`]), so `audit rebuild-index` reproduces it.
+//! from audit entries only (see `index.rs`), so `audit rebuild-index` reproduces it.
 
 use std::collections::BTreeMap;
 

@@ -17,21 +17,8 @@ fn small() -> StoreConfig {
     }
 }
 
-/// Opens the store; retries for up to 5 s while sled's file lock is still held by a store
-/// that was just closed (sled releases it from a background thread, a moment later).
 fn open(dir: &Path) -> (Store, OpenReport) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match Store::open(dir, small(), &mut |_, _| {}) {
-            Err(e)
-                if e.to_string().contains("could not acquire lock")
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => return other.unwrap(),
-        }
-    }
+    Store::open(dir, small(), &mut |_, _| {}).unwrap()
 }
 
 fn key(n: u8) -> UrlKey {
@@ -386,6 +373,75 @@ fn indexes_follow_the_entries_and_a_rebuild_gives_the_same_answers() {
             first_seen: s.url_key(&de, &key(2)).unwrap().unwrap().first_seen,
         }
     );
+}
+
+#[test]
+fn open_url_keys_come_back_from_sled_on_open_and_reservations_do_not() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, r) = open(dir.path());
+    assert_eq!(r.url_load.keys, 0);
+    let ids = scenario(&s);
+    let before = answers(&s, &ids);
+    let de = pid("de.eco");
+    // Open: key 2 (a) and key 3 (b); key 1 was closed by `removed`.
+    assert_eq!(s.url_index().open_keys, 2);
+    // A reservation that is never logged.
+    let d = EnvelopeId::new_v7();
+    assert_eq!(
+        s.url_check_and_open(&de, &key(4), &d, Utc::now()).unwrap(),
+        UrlCheck::Opened
+    );
+    assert!(s.url_key(&de, &key(4)).unwrap().unwrap().open);
+    assert_eq!(s.url_index().open_keys, 3);
+    assert!(s.url_index().approx_bytes >= 3 * 58);
+    drop(s);
+
+    let (s, r) = open(dir.path());
+    assert_eq!((r.replayed, r.url_load.keys), (0, 2));
+    assert_eq!(answers(&s, &ids), before);
+    assert_eq!(s.url_key(&de, &key(4)).unwrap(), None, "reservation lost");
+    let e = EnvelopeId::new_v7();
+    for (k, first) in [(2, Some(&ids[0])), (3, Some(&ids[1])), (1, None), (4, None)] {
+        let got = s.url_check_and_open(&de, &key(k), &e, Utc::now()).unwrap();
+        match first {
+            Some(f) => assert!(
+                matches!(&got, UrlCheck::Duplicate { first_referral, .. } if first_referral == f),
+                "key {k}: {got:?}"
+            ),
+            None => assert_eq!(got, UrlCheck::Opened, "key {k}"),
+        }
+    }
+    // The holder asking again (a redelivery) is answered `Opened`.
+    assert_eq!(
+        s.url_check_and_open(&de, &key(2), &ids[0], Utc::now())
+            .unwrap(),
+        UrlCheck::Opened
+    );
+}
+
+/// An index written when closed URL keys were kept under the open prefix: the closed ones
+/// move to their own prefix on open, and the answers stay the same.
+#[test]
+fn closed_url_records_under_the_open_prefix_are_moved_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    let ids = scenario(&s);
+    let before = answers(&s, &ids);
+    drop(s);
+    let de = pid("de.eco");
+    let mut tail = de.as_str().as_bytes().to_vec();
+    tail.push(0);
+    tail.extend_from_slice(&key(1).0);
+    {
+        let db = sled::open(dir.path().join("index")).unwrap();
+        let closed = db.remove([&b"x"[..], &tail].concat()).unwrap().unwrap();
+        db.insert([&b"u"[..], &tail].concat(), closed).unwrap();
+        db.flush().unwrap();
+    }
+    let (s, r) = open(dir.path());
+    assert_eq!(r.url_load.keys, 2);
+    assert_eq!(answers(&s, &ids), before);
+    assert!(!s.url_key(&de, &key(1)).unwrap().unwrap().open);
 }
 
 #[test]
