@@ -17,8 +17,21 @@ fn small() -> StoreConfig {
     }
 }
 
+/// Opens the store; retries for up to 5 s while sled's file lock is still held by a store
+/// that was just closed (sled releases it from a background thread, a moment later).
 fn open(dir: &Path) -> (Store, OpenReport) {
-    Store::open(dir, small(), &mut |_, _| {}).unwrap()
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match Store::open(dir, small(), &mut |_, _| {}) {
+            Err(e)
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
+    }
 }
 
 fn key(n: u8) -> UrlKey {
