@@ -104,6 +104,8 @@ pub(crate) struct Shared {
     pub history: Mutex<History>,
     pub history_complete: std::sync::atomic::AtomicBool,
     pub phase: Mutex<Phase>,
+    /// The audit store cannot write (the daemon waits and retries), and why.
+    pub store_down: Mutex<Option<String>>,
     pub store: OnceLock<Store>,
     pub transport: OnceLock<Transport>,
     pub probe: Mutex<probe::ProbeState>,
@@ -192,6 +194,7 @@ pub async fn start(
         history: Mutex::new(History::new().broadcasting_to(ids)),
         history_complete: Default::default(),
         phase: Mutex::new(Phase::OpeningStore),
+        store_down: Mutex::new(None),
         store: OnceLock::new(),
         transport: OnceLock::new(),
         probe: Mutex::new(probe::ProbeState::default()),
@@ -255,6 +258,11 @@ impl Admin {
     /// Consuming ingress.
     pub fn serving(&self) {
         *lock(&self.shared.phase) = Phase::Serving;
+    }
+
+    /// The audit store cannot write (`Some(why)`: `/readyz` says so) or writes again (`None`).
+    pub fn store_down(&self, why: Option<&str>) {
+        *lock(&self.shared.store_down) = why.map(str::to_owned);
     }
 
     /// The window: messages being processed and held by flood control.

@@ -270,6 +270,11 @@ pub(crate) fn readiness(shared: &Shared) -> Readiness {
             ));
         }
     }
+    if let Some(why) = &*lock(&shared.store_down) {
+        reasons.push(format!(
+            "the audit store cannot write, so nothing is acknowledged; retrying by itself: {why}"
+        ));
+    }
     if let Some(e) = &lock(&shared.probe).store_error {
         reasons.push(format!("the data directory is not writable: {e}"));
     }

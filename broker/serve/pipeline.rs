@@ -86,13 +86,28 @@ pub enum Handled {
 pub enum Failure {
     /// A publish failed or timed out: give it back, the next attempt resumes.
     Transient(String),
-    /// The store refuses to work: stop the daemon (nothing more can be acked correctly).
+    /// The audit store cannot write now (a full disk, an I/O error): keep the message
+    /// unacknowledged and in hand, pause, reopen the store, then try it again. Not given back
+    /// to RabbitMQ: that would count against the queue's delivery limit.
+    Store(String),
+    /// Something that retrying cannot mend (a damaged log, a bug): stop the daemon (nothing
+    /// more can be acked correctly).
     Fatal(String),
 }
 
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
-        Failure::Fatal(format!("store: {e}"))
+        match e {
+            StoreError::Io { .. }
+            | StoreError::Index { .. }
+            | StoreError::WriteFailed(_)
+            | StoreError::Poisoned(_)
+            | StoreError::Closed => Failure::Store(format!("store: {e}")),
+            StoreError::Corrupt { .. }
+            | StoreError::BadEntry { .. }
+            | StoreError::Gap { .. }
+            | StoreError::Entry(_) => Failure::Fatal(format!("store: {e}")),
+        }
     }
 }
 
@@ -433,7 +448,7 @@ impl Pipeline {
             }
             Ok(Handled::Rejected { .. }) => {}
             Err(Failure::Transient(_)) => Stats::add(&self.stats.transient, 1),
-            Err(Failure::Fatal(_)) => {}
+            Err(Failure::Store(_) | Failure::Fatal(_)) => {}
         }
         outcome
     }

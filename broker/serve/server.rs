@@ -6,7 +6,14 @@
 //!   notices); a slow publish holds one slot, never the loop.
 //! - A message is acked only after [`Pipeline::handle`] returned `Ok` (everything confirmed
 //!   and durable). A transient failure nacks it back to the queue (redelivered, resumed); a
-//!   fatal one (the store refuses writes) stops the daemon without acking it.
+//!   fatal one (a damaged log, a bug) stops the daemon without acking it.
+//! - The audit store cannot write (a full disk, an I/O error: [`Failure::Store`]): the
+//!   daemon stays up and stops taking messages; the messages in hand stay unacknowledged
+//!   (kept here, not given back: that would count against `ingress`'s delivery limit);
+//!   the log and `/readyz` say why. Every few seconds it checks that the data directory
+//!   can take a [`RESUME_PROBE_BYTES`] write and reopens the store (rescan, replay, as
+//!   after a restart); then the messages in hand are processed again (resumed from their
+//!   recorded outcome) and consuming goes on. Nothing is lost and nothing acked meanwhile.
 //! - Shutdown (the `shutdown` future resolves): no new message is taken; the tasks already
 //!   running finish (up to the grace period); messages held by flood control or read ahead
 //!   are left unacknowledged, so RabbitMQ delivers them again; then the store is closed
@@ -38,6 +45,12 @@ use crate::transport::{Delivery, Publisher, Topology, Transport, TransportError}
 const REPORT_EVERY: Duration = Duration::from_secs(30);
 /// How often the loop asks the store whether a checkpoint is due.
 const CHECKPOINT_POLL: Duration = Duration::from_secs(1);
+/// After the store failed: the first attempt to reopen it, and the wait between attempts.
+const REOPEN_FIRST: Duration = Duration::from_secs(1);
+const REOPEN_EVERY: Duration = Duration::from_secs(3);
+/// Before reopening the store: a file of this size must be writable (and fsync) in the data
+/// directory, so that a disk with only a few bytes back does not fail again at once.
+pub const RESUME_PROBE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Why the daemon stopped with an error.
 #[derive(Debug, Error)]
@@ -78,11 +91,29 @@ enum TaskKind {
     Notice,
     /// Cutting and sending a checkpoint.
     Checkpoint,
+    /// Checking for space and reopening the store after it failed.
+    Reopen,
 }
 
 struct TaskDone {
     kind: TaskKind,
     fatal: Option<String>,
+    /// The store could not write (for `Reopen`: is still not back), and why.
+    store_down: Option<String>,
+    /// A message not finished because the store failed: kept unacknowledged, tried again
+    /// once the store is back.
+    retry: Option<Delivery>,
+}
+
+impl TaskDone {
+    fn new(kind: TaskKind, fatal: Option<String>) -> Self {
+        Self {
+            kind,
+            fatal,
+            store_down: None,
+            retry: None,
+        }
+    }
 }
 
 /// Runs the daemon until `shutdown` resolves (then drains and returns `Ok`) or a fatal error.
@@ -196,21 +227,36 @@ pub async fn run(
     let mut next_checkpoint_poll = Instant::now() + CHECKPOINT_POLL;
     let mut checkpointing = false;
     let mut input_open = true;
+    // The store failed: why, when to try reopening it, and the messages waiting for it.
+    let mut store_down: Option<String> = None;
+    let mut reopening = false;
+    let mut next_reopen = Instant::now();
+    let mut stalled: Vec<(String, Delivery)> = Vec::new();
     tokio::pin!(shutdown);
 
     loop {
-        admin.window(tasks.len(), flood.stats().held);
-        // Held messages whose turn has come.
-        let capacity = window.saturating_sub(tasks.len());
-        for (key, delivery) in flood.release(Instant::now(), capacity) {
-            spawn_message(&mut tasks, &pipeline, key, delivery);
-        }
-        let wake = flood
-            .next_release_at(Instant::now())
-            .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))
+        admin.window(tasks.len() + stalled.len(), flood.stats().held);
+        let mut wake = (Instant::now() + Duration::from_secs(3600))
             .min(next_report)
             .min(next_checkpoint_poll);
-        let room = tasks.len() < window;
+        if store_down.is_none() {
+            // Held messages whose turn has come.
+            let capacity = window.saturating_sub(tasks.len());
+            for (key, delivery) in flood.release(Instant::now(), capacity) {
+                spawn_message(&mut tasks, &pipeline, key, delivery);
+            }
+            if let Some(at) = flood.next_release_at(Instant::now()) {
+                wake = wake.min(at);
+            }
+        } else if !reopening {
+            if tasks.is_empty() && Instant::now() >= next_reopen {
+                reopening = true;
+                spawn_reopen(&mut tasks, &pipeline.store);
+            } else {
+                wake = wake.min(next_reopen.max(Instant::now() + Duration::from_millis(50)));
+            }
+        }
+        let room = tasks.len() < window && store_down.is_none();
         tokio::select! {
             biased;
             () = &mut shutdown => {
@@ -219,11 +265,54 @@ pub async fn run(
             }
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                 match done {
-                    Ok(done) => {
+                    Ok(mut done) => {
                         match &done.kind {
-                            TaskKind::Message(key) => flood.finished(key),
+                            // A message kept for a retry keeps its in-flight slot until then.
+                            TaskKind::Message(key) if done.retry.is_none() => flood.finished(key),
+                            TaskKind::Message(_) => {}
                             TaskKind::Checkpoint => checkpointing = false,
+                            TaskKind::Reopen => {
+                                reopening = false;
+                                next_reopen = Instant::now() + REOPEN_EVERY;
+                                match done.store_down.take() {
+                                    None => {
+                                        info!(
+                                            waiting = stalled.len(),
+                                            "the audit store writes again: resuming"
+                                        );
+                                        store_down = None;
+                                        admin.store_down(None);
+                                        for (key, delivery) in stalled.drain(..) {
+                                            spawn_message(&mut tasks, &pipeline, key, delivery);
+                                        }
+                                    }
+                                    Some(why) => {
+                                        warn!(
+                                            %why,
+                                            waiting = stalled.len(),
+                                            "the audit store still cannot write; trying again in {}s",
+                                            REOPEN_EVERY.as_secs()
+                                        );
+                                        admin.store_down(Some(&why));
+                                        store_down = Some(why);
+                                    }
+                                }
+                            }
                             TaskKind::Spill | TaskKind::Notice => {}
+                        }
+                        if let Some(why) = done.store_down.take() {
+                            if store_down.is_none() {
+                                error!(
+                                    %why,
+                                    "the audit store cannot write: taking no messages and acknowledging nothing until it can; retrying by itself"
+                                );
+                                admin.store_down(Some(&why));
+                                next_reopen = Instant::now() + REOPEN_FIRST;
+                                store_down = Some(why);
+                            }
+                        }
+                        if let (TaskKind::Message(key), Some(delivery)) = (&done.kind, done.retry.take()) {
+                            stalled.push((key.clone(), delivery));
                         }
                         if let Some(why) = done.fatal {
                             fatal = Some(why);
@@ -275,7 +364,7 @@ pub async fn run(
             () = tokio::time::sleep_until(wake.into()) => {
                 if Instant::now() >= next_checkpoint_poll {
                     next_checkpoint_poll = Instant::now() + CHECKPOINT_POLL;
-                    if !checkpointing && pipeline.store.checkpoint_due(chrono::Utc::now()).is_some() {
+                    if !checkpointing && store_down.is_none() && pipeline.store.checkpoint_due(chrono::Utc::now()).is_some() {
                         checkpointing = true;
                         spawn_checkpoint(&mut tasks, &pipeline);
                     }
@@ -307,12 +396,22 @@ pub async fn run(
         );
     }
     drop(held);
+    if !stalled.is_empty() {
+        info!(
+            waiting = stalled.len(),
+            "leaving the messages that waited for the store unacknowledged (they will be redelivered)"
+        );
+    }
+    drop(stalled);
     let deadline = tokio::time::Instant::now() + shutdown_grace;
     while !tasks.is_empty() {
         match tokio::time::timeout_at(deadline, tasks.join_next()).await {
             Ok(Some(Ok(done))) => {
                 if let Some(why) = done.fatal {
                     fatal.get_or_insert(why);
+                }
+                if let Some(why) = done.store_down {
+                    store_down.get_or_insert(why);
                 }
             }
             Ok(Some(Err(e))) => {
@@ -331,18 +430,24 @@ pub async fn run(
         }
     }
     // A last checkpoint covering everything accepted.
-    if fatal.is_none() {
+    if fatal.is_none() && store_down.is_none() {
         match checkpoint::cut(&pipeline, true).await {
             Ok(Some(cut)) => info!(size = cut.size, "final checkpoint"),
             Ok(None) => {}
-            Err(Failure::Transient(why)) | Err(Failure::Fatal(why)) => {
+            Err(Failure::Transient(why) | Failure::Store(why) | Failure::Fatal(why)) => {
                 warn!(%why, "no final checkpoint");
             }
         }
     }
-    if let Err(e) = store.close().await {
-        error!(error = %e, "closing the store");
-        fatal.get_or_insert(format!("closing the store: {e}"));
+    match (store.close().await, &store_down) {
+        (Ok(()), _) => {}
+        (Err(e), Some(why)) => {
+            warn!(error = %e, %why, "closing the store, which could not write");
+        }
+        (Err(e), None) => {
+            error!(error = %e, "closing the store");
+            fatal.get_or_insert(format!("closing the store: {e}"));
+        }
     }
     transport.close().await;
     let s = summary(&pipeline, spilled, started);
@@ -395,6 +500,15 @@ fn spawn_message(
             redelivered: delivery.redelivered(),
         };
         let outcome = pipeline.handle(inbound).await;
+        if let Err(Failure::Store(why)) = outcome {
+            warn!(%why, "not finished: the audit store cannot write; kept unacknowledged for a retry");
+            return TaskDone {
+                kind: TaskKind::Message(key),
+                fatal: None,
+                store_down: Some(why),
+                retry: Some(delivery),
+            };
+        }
         let fatal = match outcome {
             Ok(handled) => {
                 if let Handled::Rejected { code } = &handled {
@@ -413,15 +527,12 @@ fn spawn_message(
                 }
                 None
             }
-            Err(Failure::Fatal(why)) => {
+            Err(Failure::Fatal(why)) | Err(Failure::Store(why)) => {
                 error!(%why, "fatal: stopping");
                 Some(why)
             }
         };
-        TaskDone {
-            kind: TaskKind::Message(key),
-            fatal,
-        }
+        TaskDone::new(TaskKind::Message(key), fatal)
     });
 }
 
@@ -456,27 +567,24 @@ fn spawn_spill(
                 let _ = delivery.nack(true).await;
             }
         }
-        TaskDone {
-            kind: TaskKind::Spill,
-            fatal: None,
-        }
+        TaskDone::new(TaskKind::Spill, None)
     });
 }
 
 fn spawn_checkpoint(tasks: &mut JoinSet<TaskDone>, pipeline: &Arc<Pipeline>) {
     let pipeline = pipeline.clone();
     tasks.spawn(async move {
-        let fatal = match checkpoint::cut(&pipeline, false).await {
-            Ok(_) => None,
+        match checkpoint::cut(&pipeline, false).await {
+            Ok(_) => TaskDone::new(TaskKind::Checkpoint, None),
             Err(Failure::Transient(why)) => {
                 warn!(%why, "checkpoint not cut");
-                None
+                TaskDone::new(TaskKind::Checkpoint, None)
             }
-            Err(Failure::Fatal(why)) => Some(why),
-        };
-        TaskDone {
-            kind: TaskKind::Checkpoint,
-            fatal,
+            Err(Failure::Store(why)) => TaskDone {
+                store_down: Some(why),
+                ..TaskDone::new(TaskKind::Checkpoint, None)
+            },
+            Err(Failure::Fatal(why)) => TaskDone::new(TaskKind::Checkpoint, Some(why)),
         }
     });
 }
@@ -495,17 +603,58 @@ fn spawn_rate_notice(tasks: &mut JoinSet<TaskDone>, pipeline: &Arc<Pipeline>, ke
              wait and are processed in order as its rate allows; nothing is dropped"
         );
         let n = notice::notice(ReasonCode::RateLimited, None, &detail);
-        let fatal = match pipeline.send_notice(&to, n).await {
-            Ok(()) => None,
+        match pipeline.send_notice(&to, n).await {
+            Ok(()) => TaskDone::new(TaskKind::Notice, None),
             Err(Failure::Transient(why)) => {
                 warn!(%why, "rate_limited notice not sent");
-                None
+                TaskDone::new(TaskKind::Notice, None)
             }
-            Err(Failure::Fatal(why)) => Some(why),
-        };
+            Err(Failure::Store(why)) => TaskDone {
+                store_down: Some(why),
+                ..TaskDone::new(TaskKind::Notice, None)
+            },
+            Err(Failure::Fatal(why)) => TaskDone::new(TaskKind::Notice, Some(why)),
+        }
+    });
+}
+
+/// Waits for room in the data directory (a [`RESUME_PROBE_BYTES`] file written, synced and
+/// removed), then reopens the store. Done with `store_down: None` when the store is back.
+fn spawn_reopen(tasks: &mut JoinSet<TaskDone>, store: &Store) {
+    let store = store.clone();
+    tasks.spawn(async move {
+        let reopened = tokio::task::spawn_blocking(move || -> Result<(), String> {
+            let probe = store.dir().join(".resume-probe");
+            let written = (|| -> std::io::Result<()> {
+                use std::io::Write;
+                let mut f = std::fs::File::create(&probe)?;
+                f.write_all(&vec![0u8; RESUME_PROBE_BYTES])?;
+                f.sync_all()
+            })();
+            let _ = std::fs::remove_file(&probe);
+            written.map_err(|e| {
+                format!(
+                    "the data directory {} has no room for {} MiB yet: {e}",
+                    store.dir().display(),
+                    RESUME_PROBE_BYTES >> 20
+                )
+            })?;
+            let report = store
+                .reopen()
+                .map_err(|e| format!("reopening the store: {e}"))?;
+            info!(
+                entries = report.entries,
+                replayed = report.replayed,
+                truncated_bytes = report.truncated_bytes,
+                "store reopened"
+            );
+            Ok(())
+        })
+        .await
+        .unwrap_or_else(|e| Err(format!("the reopening task failed: {e}")));
         TaskDone {
-            kind: TaskKind::Notice,
-            fatal,
+            store_down: reopened.err(),
+            ..TaskDone::new(TaskKind::Reopen, None)
         }
     });
 }

@@ -83,7 +83,7 @@ mod urls;
 mod writer;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -204,10 +204,19 @@ pub struct Store {
 }
 
 struct Inner {
-    // Field order matters: the writer (joined on drop) goes before the sled handles.
-    writer: writer::Handle,
     dir: PathBuf,
     config: StoreConfig,
+    /// The open files: `None` only while [`Store::reopen`] swaps them.
+    parts: RwLock<Option<Arc<Parts>>>,
+    /// Tree head and counters as they were when the parts were last taken out (answered
+    /// while `parts` is `None`).
+    last_seen: Mutex<(TreeHead, StoreStats)>,
+}
+
+/// What one opening of the data directory holds; replaced whole by [`Store::reopen`].
+struct Parts {
+    // Field order matters: the writer (joined on drop) goes before the sled handles.
+    writer: writer::Handle,
     index: Arc<index::Index>,
     bodies: Arc<bodies::Bodies>,
     state: Arc<Mutex<writer::TreeState>>,
@@ -218,6 +227,21 @@ impl std::fmt::Debug for Store {
         f.debug_struct("Store")
             .field("dir", &self.inner.dir)
             .finish_non_exhaustive()
+    }
+}
+
+impl Parts {
+    fn head(&self) -> TreeHead {
+        lock(&self.state).head()
+    }
+
+    fn stats(&self) -> StoreStats {
+        let st = lock(&self.state);
+        StoreStats {
+            appended: st.appended,
+            batches: st.batches,
+            size: st.frontier.size(),
+        }
     }
 }
 
@@ -401,14 +425,18 @@ impl Store {
             bodies.clone(),
             state.clone(),
         )?;
+        let parts = Parts {
+            writer,
+            index,
+            bodies,
+            state,
+        };
         let store = Self {
             inner: Arc::new(Inner {
-                writer,
                 dir: dir.to_owned(),
                 config,
-                index,
-                bodies,
-                state,
+                last_seen: Mutex::new((parts.head(), parts.stats())),
+                parts: RwLock::new(Some(Arc::new(parts))),
             }),
         };
         Ok((
@@ -420,6 +448,89 @@ impl Store {
                 url_load,
             },
         ))
+    }
+
+    /// The open parts, or [`StoreError::Closed`] while [`Self::reopen`] swaps them.
+    fn parts(&self) -> Result<Arc<Parts>, StoreError> {
+        self.current().ok_or(StoreError::Closed)
+    }
+
+    fn current(&self) -> Option<Arc<Parts>> {
+        self.inner
+            .parts
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Closes the files and opens the data directory again, in this process: the way back
+    /// after a write failure (a full disk: [`StoreError::WriteFailed`], or a writer that
+    /// refuses writes, [`StoreError::Poisoned`], or sled reporting an I/O error, which it
+    /// keeps reporting until reopened). Like a restart: the log is rescanned (a torn tail
+    /// cut), sled replays what it missed, reservations held only in memory are dropped.
+    /// Blocking (call from `spawn_blocking`); meanwhile every operation answers
+    /// [`StoreError::Closed`]. Call it with no operation of this store in flight. If the
+    /// open fails (the disk still full, say) the store stays closed and `reopen` can be
+    /// called again later.
+    pub fn reopen(&self) -> Result<OpenReport, StoreError> {
+        let old = self
+            .inner
+            .parts
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(old) = old {
+            *lock(&self.inner.last_seen) = (old.head(), old.stats());
+            // Finish (or fail) what the writer holds; errors here are the failure we recover from.
+            if let Ok(rx) = old.writer.close() {
+                let _ = rx.blocking_recv();
+            }
+            // In-flight callers may still hold the parts for a moment: sled's lock of the
+            // index is released only when the last handle goes.
+            let deadline = std::time::Instant::now() + Duration::from_secs(10);
+            let mut old = old;
+            loop {
+                match Arc::try_unwrap(old) {
+                    Ok(parts) => {
+                        drop(parts);
+                        break;
+                    }
+                    Err(still) if std::time::Instant::now() < deadline => {
+                        old = still;
+                        std::thread::sleep(Duration::from_millis(20));
+                    }
+                    Err(_) => {
+                        return Err(StoreError::Index {
+                            path: self.inner.dir.join("index"),
+                            message: "the store is still in use; cannot reopen it".into(),
+                        });
+                    }
+                }
+            }
+        }
+        // sled releases its file lock a moment after its last handle is dropped.
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let (fresh, report) = loop {
+            match Store::open(&self.inner.dir, self.inner.config.clone(), &mut |_, _| {}) {
+                Ok(opened) => break opened,
+                Err(StoreError::Index { .. }) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                Err(e) => return Err(e),
+            }
+        };
+        let parts = fresh
+            .inner
+            .parts
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        *self
+            .inner
+            .parts
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = parts;
+        Ok(report)
     }
 
     /// The data directory.
@@ -439,7 +550,7 @@ impl Store {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let rx = self.inner.writer.append(entries)?;
+        let rx = self.parts()?.writer.append(entries)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -449,22 +560,23 @@ impl Store {
         if entries.is_empty() {
             return Ok(Vec::new());
         }
-        let rx = self.inner.writer.append(entries)?;
+        let rx = self.parts()?.writer.append(entries)?;
         rx.blocking_recv().map_err(|_| StoreError::Closed)?
     }
 
     /// The tree head covering every durable entry.
     pub fn tree_head(&self) -> TreeHead {
-        lock(&self.inner.state).head()
+        match self.current() {
+            Some(p) => p.head(),
+            None => lock(&self.inner.last_seen).0,
+        }
     }
 
     /// Counters since open.
     pub fn stats(&self) -> StoreStats {
-        let st = lock(&self.inner.state);
-        StoreStats {
-            appended: st.appended,
-            batches: st.batches,
-            size: st.frontier.size(),
+        match self.current() {
+            Some(p) => p.stats(),
+            None => lock(&self.inner.last_seen).1,
         }
     }
 
@@ -472,7 +584,8 @@ impl Store {
     /// `checkpoint_every_secs` (counted from the latest `checkpoint` entry), else `None`.
     /// With no checkpoint yet, one is due as soon as the log is not empty.
     pub fn checkpoint_due(&self, now: DateTime<Utc>) -> Option<TreeHead> {
-        let st = lock(&self.inner.state);
+        let parts = self.current()?;
+        let st = lock(&parts.state);
         let head = st.head();
         let due = match st.last_checkpoint {
             None => head.size > 0,
@@ -491,7 +604,7 @@ impl Store {
 
     /// What was recorded for this envelope id, if anything.
     pub fn envelope(&self, id: &EnvelopeId) -> Result<Option<EnvelopeRecord>, StoreError> {
-        self.inner.index.envelope(id)
+        self.parts()?.index.envelope(id)
     }
 
     /// Atomically: if `key` is closed or unknown at `destination` (or already opened by this
@@ -507,7 +620,7 @@ impl Store {
         referral: &EnvelopeId,
         now: DateTime<Utc>,
     ) -> Result<UrlCheck, StoreError> {
-        self.inner
+        self.parts()?
             .index
             .url_check_and_open(destination, key, referral, now)
     }
@@ -519,12 +632,14 @@ impl Store {
         destination: &ParticipantId,
         key: &UrlKey,
     ) -> Result<Option<UrlKeyRecord>, StoreError> {
-        self.inner.index.url(destination, key)
+        self.parts()?.index.url(destination, key)
     }
 
     /// The in-memory index of open URL keys: size and approximate memory.
     pub fn url_index(&self) -> UrlIndexStats {
-        let (open_keys, approx_bytes) = self.inner.index.url_memory();
+        let (open_keys, approx_bytes) = self
+            .current()
+            .map_or((0, 0), |p| p.index.url_memory());
         UrlIndexStats {
             open_keys,
             approx_bytes,
@@ -533,19 +648,19 @@ impl Store {
 
     /// The first sighting of a content hash (from `received` entries of referrals).
     pub fn hash_sighting(&self, hash: &HashRef) -> Result<Option<HashSighting>, StoreError> {
-        self.inner.index.hash_sighting(hash)
+        self.parts()?.index.hash_sighting(hash)
     }
 
     /// What is known of a referral: origin, items, destinations.
     pub fn referral(&self, id: &EnvelopeId) -> Result<Option<ReferralRecord>, StoreError> {
-        self.inner.index.referral(id)
+        self.parts()?.index.referral(id)
     }
 
     /// Every entry about this envelope (its own entries, and receipts, statuses and
     /// retractions naming it as referral), in log order, read back from the log.
     pub fn entries_of(&self, id: &EnvelopeId) -> Result<Vec<Entry>, StoreError> {
         let reader = self.reader();
-        self.inner
+        self.parts()?
             .index
             .positions(id)?
             .into_iter()
@@ -555,35 +670,35 @@ impl Store {
 
     /// The latest checkpoint entry, if any.
     pub fn latest_checkpoint(&self) -> Result<Option<CheckpointRecord>, StoreError> {
-        self.inner.index.latest_checkpoint()
+        self.parts()?.index.latest_checkpoint()
     }
 
     /// Every checkpoint entry, oldest first.
     pub fn checkpoints(&self) -> Result<Vec<CheckpointRecord>, StoreError> {
-        self.inner.index.checkpoints()
+        self.parts()?.index.checkpoints()
     }
 
     /// Quarantine records (rejected messages), oldest first, at most `limit`.
     pub fn quarantine(&self, limit: usize) -> Result<Vec<QuarantineRecord>, StoreError> {
-        self.inner.index.quarantine(limit)
+        self.parts()?.index.quarantine(limit)
     }
 
     /// Keeps message bytes under retention, keyed by their SHA-256 (returned). Call before
     /// appending the entry that names the hash; it is flushed with that batch.
     pub fn put_body(&self, bytes: &[u8], now: DateTime<Utc>) -> Result<Sha256Digest, StoreError> {
-        self.inner.bodies.put(bytes, now)
+        self.parts()?.bodies.put(bytes, now)
     }
 
     /// Message bytes by SHA-256, while retained.
     pub fn body(&self, sha256: &Sha256Digest) -> Result<Option<Vec<u8>>, StoreError> {
-        self.inner.bodies.get(sha256)
+        self.parts()?.bodies.get(sha256)
     }
 
     /// Drops every body stored before `older_than` and appends a `purge` entry saying so
     /// (blocking: call from a synchronous context or `spawn_blocking`). Entries keep their
     /// hashes: the log still verifies.
     pub fn purge_bodies(&self, older_than: DateTime<Utc>) -> Result<PurgeReport, StoreError> {
-        let (bodies, bytes) = self.inner.bodies.purge(older_than)?;
+        let (bodies, bytes) = self.parts()?.bodies.purge(older_than)?;
         let e = self.append_blocking(vec![NewEntry::new(Event::Purge(PurgeEvent {
             older_than: chrono::SubsecRound::trunc_subsecs(older_than, 0),
             bodies,
@@ -603,14 +718,17 @@ impl Store {
     /// Finishes every append already accepted, flushes sled and the bodies, stops the writer.
     /// Later appends fail with [`StoreError::Closed`].
     pub async fn close(&self) -> Result<(), StoreError> {
-        let rx = self.inner.writer.close()?;
+        let rx = self.parts()?.writer.close()?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
     /// Test hook: the writer's fault injection.
     #[cfg(test)]
-    fn faults(&self) -> &writer::Faults {
-        &self.inner.writer.faults
+    fn faults(&self) -> Arc<writer::Faults> {
+        // Tests hold the store open; the parts are there.
+        #[allow(clippy::expect_used)]
+        let parts = self.current().expect("the store is open");
+        parts.writer.faults.clone()
     }
 }
 

@@ -1228,9 +1228,6 @@ async fn readyz(net: &Network) -> Option<(u16, String)> {
 /// why in its log and in `/readyz`, and once space returns every referral goes through and
 /// the log verifies.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "issue 7, open: on ENOSPC the store poisons itself and the daemon exits (nothing \
-            acked, nothing lost) instead of staying up, reporting it in /readyz and resuming \
-            when space returns; run with --run-ignored to see it fail"]
 async fn store_disk_full() {
     let mut net = Network::new("faults-disk-full").await;
     let tmpfs = match Tmpfs::mount(&net.data_dir, 32) {
