@@ -33,11 +33,12 @@ use crate::wire::Kind;
 /// flat as the index grows (printed as the mean over all calls, and from the median time of
 /// a referral's checks, which a busy shared machine does not skew; the load average is
 /// printed too). Their entries (`received`, `routed`, `duplicate`) are then appended, timed
-/// apart: "logged ops/s" is what making those decisions durable costs (log fsync and sled).
-/// At the end a fresh process opens the store: the time to load the open URL keys into
-/// memory, and the memory they take. Filling 10 M keys takes about 15 minutes and 12 GB of
-/// disk; `--keys` chooses the sizes and `--max-fill-secs` bounds the fill (larger sizes are
-/// then skipped).
+/// apart: "logged ops/s" is what making those decisions durable costs (log fsync, sled, and
+/// the URL snapshots the writer takes meanwhile). At the end the store is closed (timed: it
+/// writes the snapshot of the open URL keys) and a fresh process opens it: the time to load
+/// the open URL keys into memory, and the memory they take. Filling 10 M keys takes about 15
+/// minutes and 12 GB of disk; `--keys` chooses the sizes and `--max-fill-secs` bounds the
+/// fill (larger sizes are then skipped).
 ///
 /// Appends: `--appends` entries from `--writers` concurrent tasks, each awaiting durability
 /// (group commit: one fsync per batch), then `--baseline-appends` entries from one task (one
@@ -416,12 +417,23 @@ fn dedup(args: &BenchArgs, dir: &Path, config: &StoreConfig) -> anyhow::Result<(
     finish(b, &results, args.cache_mib)
 }
 
-/// Prints the summary, then closes the store and has a fresh process open it again, to time
-/// loading the open URL keys from sled into memory and see the memory it takes.
+/// Prints the summary, then closes the store (timed: the last URL snapshot is written then)
+/// and has a fresh process open it again, to time loading the open URL keys into memory and
+/// see the memory it takes.
 fn finish(b: Dedup, results: &[Row], cache_mib: u64) -> anyhow::Result<()> {
     summary(results)?;
     let dir = b.store.dir().to_owned();
+    let keys = b.store.url_index().open_keys;
+    let t = Instant::now();
+    // The last handle: the writer finishes, flushes sled and writes the URL snapshot.
     drop(b);
+    let close = t.elapsed();
+    let snap = dir.join("index").join("urls.snap");
+    println!(
+        "close: {:.2} s, most of it writing the URL snapshot of {keys} open keys ({:.0} MiB)",
+        close.as_secs_f64(),
+        std::fs::metadata(&snap).map_or(0, |m| m.len()) as f64 / 1048576.0,
+    );
     let exe = std::env::current_exe().context("finding this executable")?;
     let status = std::process::Command::new(exe)
         .args([
@@ -445,6 +457,7 @@ fn finish(b: Dedup, results: &[Row], cache_mib: u64) -> anyhow::Result<()> {
 }
 
 /// Opens the store in `dir` (a fresh process: nothing else in memory) and prints the load.
+/// Dropping it at the end writes no snapshot: it already covers the whole log.
 fn load_only(dir: &Path, cache_mib: u64) -> anyhow::Result<()> {
     let config = StoreConfig {
         cache_capacity: cache_mib << 20,
@@ -458,8 +471,8 @@ fn load_only(dir: &Path, cache_mib: u64) -> anyhow::Result<()> {
     let idx = store.url_index();
     let mib = |m: Option<u64>| m.map_or_else(|| "?".to_owned(), |m| m.to_string());
     println!(
-        "reopen (fresh process): {} open URL keys loaded from sled in {:.2} s ({:.0} keys/s); \
-         whole open {:.2} s",
+        "reopen (fresh process): {} open URL keys loaded (snapshot, then the log after it) in \
+         {:.2} s ({:.0} keys/s); whole open {:.2} s",
         report.url_load.keys,
         report.url_load.time.as_secs_f64(),
         rate(report.url_load.keys, report.url_load.time),

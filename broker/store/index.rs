@@ -11,40 +11,61 @@
 //! | --- | --- | --- |
 //! | `m` | — | [`Meta`]: applied count and frontier |
 //! | `e` | envelope id | [`EnvelopeRecord`] |
-//! | `u` | destination `0x00` url key (32 bytes) | [`UrlKeyRecord`] of an OPEN key |
-//! | `x` | destination `0x00` url key (32 bytes) | [`UrlKeyRecord`] of a closed key |
+//! | `x` | destination `0x00` url key (32 bytes) seq of the close (8 bytes BE) | [`UrlKeyRecord`] of a key closed by that entry |
 //! | `h` | algorithm `0x00` value | [`HashSighting`] |
 //! | `r` | referral id | [`ReferralRecord`] |
 //! | `p` | envelope id `0x00` seq (8 bytes BE) | [`EntryPos`] of an entry about it |
 //! | `c` | seq (8 bytes BE) | [`CheckpointRecord`] |
 //! | `q` | seq (8 bytes BE) | [`QuarantineRecord`] |
 //!
-//! URL keys: the open ones are also held in memory ([`super::urls::OpenUrls`], loaded from
-//! `u` on open), and every check and every entry's effect on an open key reads the memory
-//! copy, never sled: sled is only written (the `u` record kept equal to the memory one,
-//! moved to `x` when the key closes). Closing keeps `u` small, so loading it costs time in
-//! proportion to the keys open now, not to every key ever seen. Reservations and the
-//! entries' effects are serialised by the memory table's lock, one key operation at a
-//! time, and the rules make them commute — a `routed` entry for the referral already
-//! holding the key changes nothing; a `duplicate` counts a report; `removed` and
-//! retraction close the key only if it is held by the referral they are about.
+//! # URL keys
+//!
+//! The OPEN keys are not in sled: they live in memory only ([`super::urls::OpenUrls`]), in
+//! the table every check and every entry's effect on an open key reads; the log and the
+//! snapshot file of that table ([`super::urlsnap`]) are their only persistent copies, and
+//! [`Index::load_urls`] rebuilds the table on open from both (the snapshot, then the URL
+//! effects of the entries after it up to `applied`, [`url_effects`] alone). So the writer's
+//! batch writes nothing per opened or counted key: only a close (a `removed` status or a
+//! retraction: rare) writes, the closed key's record under `x`, at a key that includes the
+//! seq of the closing entry. Closed keys are kept by seq because an entry's URL effect may
+//! depend on the closed state as it was at that entry (a `duplicate` naming a key that is
+//! not open counts against the closed record if it was closed holding that referral), and
+//! replaying the URL effects of entries that sled has already applied must see that state,
+//! not a later close: [`Overlay::closed_before`] reads the newest close before a seq.
+//! (An index written before this layout kept open keys under `u` and closes under `x`
+//! without a seq; [`Index::load_urls`] moves it over once, reading such a close as seq 0.)
+//!
+//! Reservations and the entries' effects are serialised by the memory table's lock, one key
+//! operation at a time. The effects ignore reservations (see [`super::urls`]) and commute
+//! with them: a `routed` entry for the referral already holding the key changes nothing; a
+//! `duplicate` counts a report; `removed` and retraction close the key only if it is held by
+//! the referral they are about.
+//!
+//! What an entry's URL effect reads besides the table and the closed keys: the referral's
+//! items (fixed by its `received` entry, which the daemon logs with or before every entry
+//! naming the referral) and, for a retraction, the destinations it was routed to (its
+//! `routed` entries, logged in the same append as its `received`). Replaying URL effects
+//! after the snapshot reads these as they are at `applied`, which is what they were at each
+//! entry as long as the daemon keeps that order.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
+use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use super::entry::{Entry, Event, HashRef, UrlKey};
+use super::entry::{Entry, Event, HashRef, Seq, UrlKey};
+use super::reader::LogReader;
 use super::records::{
     CheckpointRecord, EntryPos, EnvelopeRecord, HashSighting, NoticeRecord, QuarantineRecord,
     ReferralRecord, UrlCheck, UrlKeyRecord,
 };
 use super::tree::Frontier;
 use super::urls::{Check, OpenUrls, Salt, Slot};
-use super::{StoreError, UrlIndexLoad};
+use super::{StoreError, UrlIndexLoad, segment, urlsnap};
 use crate::ids::{EnvelopeId, ParticipantId};
 use crate::wire::{Kind, State};
 
@@ -57,6 +78,10 @@ pub(super) struct Meta {
     pub applied: u64,
     /// The tree's right edge at `applied`.
     pub frontier: Frontier,
+    /// Open URL keys are not kept under `u` (see the module documentation); false in an
+    /// index written before, which [`Index::load_urls`] moves over.
+    #[serde(default)]
+    pub urls_in_memory: bool,
 }
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -74,17 +99,32 @@ fn env_key(id: &EnvelopeId) -> Vec<u8> {
     key(b'e', &[id.as_str().as_bytes()])
 }
 
-/// The sled key of an open URL key; its closed twin has prefix `x` and the same tail.
-fn url_key(dest: &ParticipantId, k: &UrlKey) -> Vec<u8> {
-    key(OPEN_URL, &[dest.as_str().as_bytes(), &k.0])
+/// `destination 0x00 url key`: what a URL key's slot and its closed records are keyed by.
+fn url_tail(dest: &ParticipantId, k: &UrlKey) -> Vec<u8> {
+    let d = dest.as_str().as_bytes();
+    let mut t = Vec::with_capacity(d.len() + 1 + k.0.len());
+    t.extend_from_slice(d);
+    t.push(0);
+    t.extend_from_slice(&k.0);
+    t
 }
 
-const OPEN_URL: u8 = b'u';
+/// Where an index written before this layout kept the open (and closed) URL keys.
+const LEGACY_OPEN_URL: u8 = b'u';
 const CLOSED_URL: u8 = b'x';
 
-fn closed(open_key: &[u8]) -> Vec<u8> {
-    let mut k = open_key.to_vec();
-    k[0] = CLOSED_URL;
+/// `x tail`: every close of one key starts with it (and an old unversioned close is it).
+fn closed_prefix(tail: &[u8]) -> Vec<u8> {
+    let mut k = Vec::with_capacity(1 + tail.len() + 8);
+    k.push(CLOSED_URL);
+    k.extend_from_slice(tail);
+    k
+}
+
+/// The record of the close of `tail` by entry `seq`.
+fn closed_key(tail: &[u8], seq: u64) -> Vec<u8> {
+    let mut k = closed_prefix(tail);
+    k.extend_from_slice(&seq.to_be_bytes());
     k
 }
 
@@ -179,21 +219,31 @@ impl Record for UrlKeyRecord {
 pub(super) struct Index {
     db: sled::Db,
     path: PathBuf,
-    /// Slots of the open URL keys (fixed for the life of the process).
-    salt: Salt,
+    /// Slots of the open URL keys: set by [`Self::load_urls`] (from the snapshot, or new).
+    salt: RwLock<Salt>,
     /// The open URL keys; its lock serialises reservations with the entries' effects.
     urls: Mutex<OpenUrls>,
-    /// What loading `urls` from sled took.
-    loaded: UrlIndexLoad,
+    /// URL effects applied to `urls` since open (replayed ones included): when a snapshot
+    /// falls due.
+    url_events: AtomicU64,
+    /// The seq of the snapshot `urls` was loaded from.
+    snapshot_seq: Mutex<Option<u64>>,
 }
 
 /// Reads through the writes of a batch not yet applied (`None`: removed).
 struct Overlay<'a> {
     index: &'a Index,
-    writes: HashMap<Vec<u8>, Option<Vec<u8>>>,
+    writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
 }
 
-impl Overlay<'_> {
+impl<'a> Overlay<'a> {
+    fn new(index: &'a Index) -> Self {
+        Self {
+            index,
+            writes: BTreeMap::new(),
+        }
+    }
+
     fn get<T: Record>(&self, k: &[u8]) -> Result<Option<T>, StoreError> {
         match self.writes.get(k) {
             Some(Some(v)) => self.index.decode(k, v).map(Some),
@@ -206,14 +256,43 @@ impl Overlay<'_> {
         self.writes.insert(k, Some(v.to_bytes()));
     }
 
-    fn remove(&mut self, k: Vec<u8>) {
-        self.writes.insert(k, None);
+    /// The newest close of the key `tail` by an entry before `seq`, and its sled key: the
+    /// closed state as entry `seq` saw it.
+    fn closed_before(
+        &self,
+        tail: &[u8],
+        seq: u64,
+    ) -> Result<Option<(Vec<u8>, UrlKeyRecord)>, StoreError> {
+        let lo = closed_prefix(tail);
+        let hi = closed_key(tail, seq);
+        let in_sled = match self
+            .index
+            .db
+            .range(lo.as_slice()..hi.as_slice())
+            .next_back()
+        {
+            Some(kv) => Some(kv.map_err(|e| self.index.err(e))?),
+            None => None,
+        };
+        let in_batch = self
+            .writes
+            .range(lo.clone()..hi)
+            .next_back()
+            .and_then(|(k, v)| Some((k, v.as_ref()?)));
+        let (k, v): (Vec<u8>, &[u8]) = match (&in_sled, in_batch) {
+            (Some((sk, _)), Some((bk, bv))) if bk.as_slice() >= &sk[..] => (bk.clone(), bv),
+            (Some((sk, sv)), _) => (sk.to_vec(), sv),
+            (None, Some((bk, bv))) => (bk.clone(), bv),
+            (None, None) => return Ok(None),
+        };
+        let r = self.index.decode(&k, v)?;
+        Ok(Some((k, r)))
     }
 }
 
 impl Index {
-    /// Opens (creating) the sled database at `path` with a bounded page cache, and loads the
-    /// open URL keys into memory.
+    /// Opens (creating) the sled database at `path` with a bounded page cache. The URL table
+    /// is empty until [`Self::load_urls`].
     pub fn open(path: &Path, cache_capacity: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
@@ -227,49 +306,80 @@ impl Index {
             path: path.to_owned(),
             message,
         })?;
-        let mut index = Self {
+        Ok(Self {
             db,
             path: path.to_owned(),
-            salt,
+            salt: RwLock::new(salt),
             urls: Mutex::new(OpenUrls::new()),
-            loaded: UrlIndexLoad {
-                keys: 0,
-                time: Duration::ZERO,
-            },
-        };
-        index.loaded = index.load_urls()?;
-        Ok(index)
+            url_events: AtomicU64::new(0),
+            snapshot_seq: Mutex::new(None),
+        })
     }
 
-    /// Fills the memory table from the `u` records. A closed record found there (written by
-    /// an earlier version, which kept both under `u`) is moved to `x`.
-    fn load_urls(&self) -> Result<UrlIndexLoad, StoreError> {
+    /// `index/`, where the URL snapshot lives too.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Fills the URL table as of entry `applied` (what sled reflects; `store_dir` holds the
+    /// log): from the snapshot, then the URL effects of the entries from its seq up to
+    /// `applied`. Without a usable snapshot (says why in the log), from the URL effects of
+    /// every entry up to `applied`. Call once, before any other use of the table.
+    pub fn load_urls(&self, store_dir: &Path, applied: u64) -> Result<UrlIndexLoad, StoreError> {
         let t = Instant::now();
-        let mut urls = self.urls();
-        let mut legacy = sled::Batch::default();
-        let mut moved = 0u64;
-        for kv in self.db.scan_prefix([OPEN_URL]) {
-            let (k, v) = kv.map_err(|e| self.err(e))?;
-            let r: UrlKeyRecord = self.decode(&k, &v)?;
-            if r.open {
-                urls.put(self.salt.slot(&k[1..]), &r)
-                    .map_err(|m| self.damaged(&k, &m))?;
-            } else {
-                legacy.remove(&*k);
-                legacy.insert(closed(&k), v);
-                moved += 1;
+        let meta = self.meta()?;
+        let legacy = !meta.urls_in_memory
+            && self
+                .db
+                .scan_prefix([LEGACY_OPEN_URL])
+                .next()
+                .transpose()
+                .map_err(|e| self.err(e))?
+                .is_some();
+        let mut from = 0;
+        if legacy {
+            self.load_legacy_urls(applied)?;
+            from = applied;
+        } else {
+            match urlsnap::read(&self.path) {
+                Ok(Some(snap)) if snap.seq <= applied => {
+                    tracing::info!(
+                        seq = snap.seq,
+                        keys = snap.urls.len(),
+                        "read the URL snapshot"
+                    );
+                    from = snap.seq;
+                    *self.salt.write().unwrap_or_else(|e| e.into_inner()) = snap.salt;
+                    *self.urls() = snap.urls;
+                    *self.snapshot_seq() = Some(snap.seq);
+                }
+                Ok(Some(snap)) => tracing::warn!(
+                    seq = snap.seq,
+                    applied,
+                    "the URL snapshot is ahead of the index (not flushed before a crash?); \
+                     replaying every URL effect from the log instead"
+                ),
+                Ok(None) if applied > 0 => {
+                    tracing::info!("no URL snapshot; replaying every URL effect from the log")
+                }
+                Ok(None) => {}
+                Err(why) => tracing::warn!(
+                    "the URL snapshot is not usable ({why}); replaying every URL effect from \
+                     the log instead"
+                ),
             }
+            self.remove_legacy_urls()?;
         }
-        if moved > 0 {
-            tracing::info!(keys = moved, "moving closed URL keys to their own prefix");
-            self.db.apply_batch(legacy).map_err(|e| self.err(e))?;
-        }
+        let replayed = self.replay_urls(store_dir, from, applied)?;
+        let urls = self.urls();
         let load = UrlIndexLoad {
             keys: urls.len() as u64,
             time: t.elapsed(),
         };
         tracing::info!(
             keys = load.keys,
+            from,
+            replayed_entries = replayed,
             secs = load.time.as_secs_f64(),
             approx_bytes = urls.approx_bytes(),
             "loaded the open URL keys into memory"
@@ -277,9 +387,134 @@ impl Index {
         Ok(load)
     }
 
-    /// What loading the open URL keys took.
-    pub fn url_load(&self) -> UrlIndexLoad {
-        self.loaded
+    /// Replays the URL effects of entries `from..to` (already applied to sled: only the
+    /// table changes). Returns the entries read.
+    fn replay_urls(&self, store_dir: &Path, from: u64, to: u64) -> Result<u64, StoreError> {
+        if from >= to {
+            return Ok(0);
+        }
+        let reader = LogReader::open(store_dir)?;
+        let mut referrals = RecentReferrals::default();
+        let mut n = 0;
+        for le in reader.iter_from(Seq(from))? {
+            let le = le?;
+            if le.seq.0 >= to {
+                break;
+            }
+            if !le.check_ok {
+                return Err(StoreError::Corrupt {
+                    path: segment::path(&store_dir.join("log"), le.pos.segment),
+                    offset: le.pos.offset,
+                    why: format!("entry {} does not match its frame check", le.seq),
+                });
+            }
+            let e = le.decode()?;
+            referrals.note(&e);
+            // Writes (closed records) are discarded: sled has them already.
+            let mut o = Overlay::new(self);
+            let rr = match (&e.event, &e.envelope) {
+                (Event::Routed(_), Some(id)) => referrals.get(id),
+                _ => None,
+            };
+            url_effects(&mut o, &e, rr)?;
+            n += 1;
+        }
+        if n != to - from {
+            return Err(StoreError::Index {
+                path: self.path.clone(),
+                message: format!("it reflects {to} entries but the log ends at {}", from + n),
+            });
+        }
+        Ok(n)
+    }
+
+    /// Loads an index written before open URL keys left sled: the `u` records are the table
+    /// as of `applied`. Moves it over: marks the index, snapshots the table, then deletes
+    /// `u` (closed records found there go to `x`, as closes of unknown seq, read as 0).
+    fn load_legacy_urls(&self, applied: u64) -> Result<(), StoreError> {
+        tracing::info!("moving the open URL keys from the index to memory and a snapshot");
+        let mut moved = sled::Batch::default();
+        {
+            let mut urls = self.urls();
+            let salt = self.salt_now();
+            for kv in self.db.scan_prefix([LEGACY_OPEN_URL]) {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                let r: UrlKeyRecord = self.decode(&k, &v)?;
+                if r.open {
+                    urls.put(salt.slot(&k[1..]), &r)
+                        .map_err(|m| self.damaged(&k, &m))?;
+                } else {
+                    moved.insert(closed_prefix(&k[1..]), v);
+                }
+            }
+        }
+        let mut meta = self.meta()?;
+        meta.urls_in_memory = true;
+        moved.insert(META, meta.to_bytes());
+        self.db.apply_batch(moved).map_err(|e| self.err(e))?;
+        self.flush()?;
+        let (salt, urls) = self.url_snapshot_copy();
+        match urlsnap::write(&self.path, applied, &salt, &urls, || Ok(())) {
+            Ok(_) => *self.snapshot_seq() = Some(applied),
+            Err(e) => tracing::warn!("writing the URL snapshot failed: {e}"),
+        }
+        self.remove_legacy_urls()
+    }
+
+    /// Deletes what is left under `u` (a move interrupted by a crash).
+    fn remove_legacy_urls(&self) -> Result<(), StoreError> {
+        loop {
+            let mut batch = sled::Batch::default();
+            let mut n = 0;
+            for kv in self.db.scan_prefix([LEGACY_OPEN_URL]).take(65536) {
+                let (k, _) = kv.map_err(|e| self.err(e))?;
+                batch.remove(k);
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            self.db.apply_batch(batch).map_err(|e| self.err(e))?;
+        }
+    }
+
+    /// The seq of the snapshot the table was loaded from (or written at load).
+    pub fn snapshot_seq(&self) -> std::sync::MutexGuard<'_, Option<u64>> {
+        self.snapshot_seq
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// URL effects applied since open.
+    pub fn url_events(&self) -> u64 {
+        self.url_events.load(Ordering::Relaxed)
+    }
+
+    /// A copy of the table (taken under its lock) and the salt of its slots, for a snapshot.
+    pub fn url_snapshot_copy(&self) -> (Salt, OpenUrls) {
+        let urls = self.urls().clone();
+        (self.salt_now(), urls)
+    }
+
+    fn salt_now(&self) -> Salt {
+        *self
+            .salt
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The logged records of the URL table as sorted text (tests compare tables across
+    /// salts).
+    #[cfg(test)]
+    pub fn logged_urls(&self) -> Vec<String> {
+        let mut v: Vec<String> = self
+            .urls()
+            .logged_list()
+            .iter()
+            .map(|r| format!("{r:?}"))
+            .collect();
+        v.sort();
+        v
     }
 
     /// Open URL keys in memory now, and the approximate bytes of their table.
@@ -340,10 +575,7 @@ impl Index {
         entries: &[(Entry, EntryPos)],
         frontier: &Frontier,
     ) -> Result<(), StoreError> {
-        let mut o = Overlay {
-            index: self,
-            writes: HashMap::new(),
-        };
+        let mut o = Overlay::new(self);
         for (e, pos) in entries {
             apply_one(&mut o, e, *pos)?;
         }
@@ -353,6 +585,7 @@ impl Index {
             &Meta {
                 applied,
                 frontier: frontier.clone(),
+                urls_in_memory: true,
             },
         );
         let mut batch = sled::Batch::default();
@@ -369,22 +602,28 @@ impl Index {
         self.get(&env_key(id))
     }
 
-    fn slot(&self, sled_key: &[u8]) -> Slot {
-        self.salt.slot(&sled_key[1..])
+    fn slot(&self, tail: &[u8]) -> Slot {
+        self.salt_now().slot(tail)
     }
 
-    /// An open key from memory, else a closed one from sled.
+    /// An open key from memory (a reservation included), else its latest close from sled.
     pub fn url(
         &self,
         dest: &ParticipantId,
         k: &UrlKey,
     ) -> Result<Option<UrlKeyRecord>, StoreError> {
-        let key = url_key(dest, k);
-        let slot = self.slot(&key);
-        if let Some(r) = self.urls().get(&slot).map_err(|m| self.damaged(&key, &m))? {
+        let tail = url_tail(dest, k);
+        let slot = self.slot(&tail);
+        if let Some(r) = self
+            .urls()
+            .get(&slot)
+            .map_err(|m| self.damaged(&tail, &m))?
+        {
             return Ok(Some(r));
         }
-        self.get(&closed(&key))
+        Overlay::new(self)
+            .closed_before(&tail, u64::MAX)
+            .map(|c| c.map(|(_, r)| r))
     }
 
     /// Answered from memory alone; see [`super::Store::url_check_and_open`].
@@ -395,10 +634,10 @@ impl Index {
         referral: &EnvelopeId,
         now: DateTime<Utc>,
     ) -> Result<UrlCheck, StoreError> {
-        let key = url_key(dest, k);
-        let slot = self.slot(&key);
+        let tail = url_tail(dest, k);
+        let slot = self.slot(&tail);
         let check = self.urls().check_and_open(slot, referral, now);
-        match check.map_err(|m| self.damaged(&key, &m))? {
+        match check.map_err(|m| self.damaged(&tail, &m))? {
             Check::Reserved | Check::Held => Ok(UrlCheck::Opened),
             Check::Other(r) => Ok(UrlCheck::Duplicate {
                 first_referral: r.first_referral,
@@ -450,17 +689,40 @@ impl Index {
     }
 }
 
-/// Sets an open key's record, in memory and (with the batch) in sled.
-fn put_open(
-    o: &mut Overlay<'_>,
-    urls: &mut OpenUrls,
-    key: Vec<u8>,
-    slot: Slot,
-    r: &UrlKeyRecord,
-) -> Result<(), StoreError> {
-    urls.put(slot, r).map_err(|m| o.index.damaged(&key, &m))?;
-    o.put(key, r);
-    Ok(())
+/// The referral records a URL replay has seen created by `received` entries, so that the
+/// `routed` entries that follow (in the same append, as a rule) need no sled read. Bounded:
+/// forgets everything after [`RecentReferrals::MAX`] referrals (misses read sled).
+#[derive(Default)]
+struct RecentReferrals(HashMap<EnvelopeId, ReferralRecord>);
+
+impl RecentReferrals {
+    const MAX: usize = 4096;
+
+    /// What `received` creates (the first one of a referral; see [`apply_one`]).
+    fn note(&mut self, e: &Entry) {
+        if let (Event::Received(d), Some(id), Some(origin)) =
+            (&e.event, &e.envelope, &e.participant)
+            && d.kind == Kind::Referral
+        {
+            if self.0.len() >= Self::MAX {
+                self.0.clear();
+            }
+            self.0.entry(id.clone()).or_insert_with(|| ReferralRecord {
+                origin: origin.clone(),
+                items: d.items.clone(),
+                destinations: Default::default(),
+            });
+        }
+    }
+
+    fn get(&self, id: &EnvelopeId) -> Option<&ReferralRecord> {
+        self.0.get(id)
+    }
+}
+
+/// Counts one URL effect (the snapshot schedule's clock).
+fn url_event(o: &Overlay<'_>) {
+    o.index.url_events.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A `routed` entry: `id` holds the key (it reserved it, or the reservation was lost).
@@ -471,10 +733,11 @@ fn url_routed(
     id: &EnvelopeId,
     t: DateTime<Utc>,
 ) -> Result<(), StoreError> {
-    let key = url_key(dest, k);
-    let slot = o.index.slot(&key);
+    url_event(o);
+    let tail = url_tail(dest, k);
+    let slot = o.index.slot(&tail);
     let mut urls = o.index.urls();
-    let rec = match urls.get(&slot).map_err(|m| o.index.damaged(&key, &m))? {
+    let rec = match urls.logged(&slot).map_err(|m| o.index.damaged(&tail, &m))? {
         Some(mut r) if &r.first_referral == id => {
             r.first_seen = r.first_seen.min(t);
             r
@@ -492,29 +755,30 @@ fn url_routed(
             last_seen: t,
         },
     };
-    put_open(o, &mut urls, key, slot, &rec)
+    urls.put(slot, &rec).map_err(|m| o.index.damaged(&tail, &m))
 }
 
-/// A `duplicate` entry: one more report of a key held by `first`.
+/// A `duplicate` entry (`seq`): one more report of a key held by `first`.
 fn url_duplicate(
     o: &mut Overlay<'_>,
     dest: &ParticipantId,
     k: &UrlKey,
     first: &EnvelopeId,
     t: DateTime<Utc>,
+    seq: u64,
 ) -> Result<(), StoreError> {
-    let key = url_key(dest, k);
-    let slot = o.index.slot(&key);
+    url_event(o);
+    let tail = url_tail(dest, k);
+    let slot = o.index.slot(&tail);
     let mut urls = o.index.urls();
-    if let Some(mut r) = urls.get(&slot).map_err(|m| o.index.damaged(&key, &m))? {
+    if let Some(mut r) = urls.logged(&slot).map_err(|m| o.index.damaged(&tail, &m))? {
         r.count += 1;
         r.last_seen = t;
-        return put_open(o, &mut urls, key, slot, &r);
+        return urls.put(slot, &r).map_err(|m| o.index.damaged(&tail, &m));
     }
-    let closed_key = closed(&key);
-    match o.get::<UrlKeyRecord>(&closed_key)? {
+    match o.closed_before(&tail, seq)? {
         // Closed since the check (`removed` logged first): count it, it stays closed.
-        Some(mut r) if &r.first_referral == first => {
+        Some((closed_key, mut r)) if &r.first_referral == first => {
             r.count += 1;
             r.last_seen = t;
             o.put(closed_key, &r);
@@ -522,45 +786,115 @@ fn url_duplicate(
         }
         // Logged before the `routed` entry of the first referral (concurrent referrals):
         // open it for that one; its `routed` entry will agree.
-        _ => put_open(
-            o,
-            &mut urls,
-            key,
-            slot,
-            &UrlKeyRecord {
-                open: true,
-                first_referral: first.clone(),
-                count: 2,
-                first_seen: t,
-                last_seen: t,
-            },
-        ),
+        _ => urls
+            .put(
+                slot,
+                &UrlKeyRecord {
+                    open: true,
+                    first_referral: first.clone(),
+                    count: 2,
+                    first_seen: t,
+                    last_seen: t,
+                },
+            )
+            .map_err(|m| o.index.damaged(&tail, &m)),
     }
 }
 
-/// Closes `(dest, key)` if it is open and held by `referral`.
+/// Closes `(dest, key)` if it is open and held by `referral` (entry `seq`).
 fn close_if_held(
     o: &mut Overlay<'_>,
     dest: &ParticipantId,
     k: &UrlKey,
     referral: &EnvelopeId,
     t: DateTime<Utc>,
+    seq: u64,
 ) -> Result<(), StoreError> {
-    let key = url_key(dest, k);
-    let slot = o.index.slot(&key);
+    url_event(o);
+    let tail = url_tail(dest, k);
+    let slot = o.index.slot(&tail);
     let mut urls = o.index.urls();
-    if let Some(mut r) = urls.get(&slot).map_err(|m| o.index.damaged(&key, &m))?
+    if let Some(mut r) = urls.logged(&slot).map_err(|m| o.index.damaged(&tail, &m))?
         && &r.first_referral == referral
     {
         urls.remove(&slot);
         r.open = false;
         r.last_seen = t;
-        o.put(closed(&key), &r);
-        o.remove(key);
+        o.put(closed_key(&tail, seq), &r);
     }
     Ok(())
 }
 
+/// The URL effects of one entry: on the open-key table, and (through `o`) closed records.
+/// `rr`: the record of the referral a `routed` entry is about, if the caller has it (else
+/// it is read through `o`). [`apply_one`] applies them with the rest of the entry's effects;
+/// [`Index::load_urls`] replays them alone for entries sled has applied already.
+fn url_effects(
+    o: &mut Overlay<'_>,
+    e: &Entry,
+    rr: Option<&ReferralRecord>,
+) -> Result<(), StoreError> {
+    let t = e.time;
+    let seq = e.seq.0;
+    match &e.event {
+        Event::Routed(d) => {
+            let (Some(dest), Some(id)) = (&e.destination, &e.envelope) else {
+                return Ok(());
+            };
+            let read;
+            let rr = match rr {
+                Some(rr) => rr,
+                None => match o.get::<ReferralRecord>(&referral_key(id))? {
+                    Some(r) => {
+                        read = r;
+                        &read
+                    }
+                    None => return Ok(()),
+                },
+            };
+            for &i in &d.items {
+                if let Some(item) = rr.items.get(usize::from(i)) {
+                    url_routed(o, dest, &item.url_key, id, t)?;
+                }
+            }
+        }
+        Event::Duplicate(d) => {
+            if let Some(dest) = &e.destination {
+                for dup in &d.items {
+                    url_duplicate(o, dest, &dup.url_key, &dup.first_referral, t, seq)?;
+                }
+            }
+        }
+        Event::Status(d) if d.state == State::Removed => {
+            if let Some(dest) = &e.participant {
+                let k = match d.url_key {
+                    Some(k) => Some(k),
+                    None => o
+                        .get::<ReferralRecord>(&referral_key(&d.referral))?
+                        .and_then(|rr| rr.items.get(usize::from(d.item)).map(|i| i.url_key)),
+                };
+                if let Some(k) = k {
+                    close_if_held(o, dest, &k, &d.referral, t, seq)?;
+                }
+            }
+        }
+        Event::Retraction(d) => {
+            if let Some(rr) = o.get::<ReferralRecord>(&referral_key(&d.referral))? {
+                for (dest, routed) in &rr.destinations {
+                    for i in d.items.iter().filter(|i| routed.contains(i)) {
+                        if let Some(item) = rr.items.get(usize::from(*i)) {
+                            close_if_held(o, dest, &item.url_key, &d.referral, t, seq)?;
+                        }
+                    }
+                }
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Every effect of one entry: the sled records, then [`url_effects`].
 fn apply_one(o: &mut Overlay<'_>, e: &Entry, pos: EntryPos) -> Result<(), StoreError> {
     let t = e.time;
     let seq = e.seq;
@@ -657,13 +991,9 @@ fn apply_one(o: &mut Overlay<'_>, e: &Entry, pos: EntryPos) -> Result<(), StoreE
             let rk = referral_key(id);
             if let Some(mut rr) = o.get::<ReferralRecord>(&rk)? {
                 rr.destinations.insert(dest.clone(), d.items.clone());
-                for &i in &d.items {
-                    let Some(item) = rr.items.get(usize::from(i)) else {
-                        continue;
-                    };
-                    url_routed(o, dest, &item.url_key, id, t)?;
-                }
                 o.put(rk, &rr);
+                // The items are all the URL effects need: no second read.
+                return url_effects(o, e, Some(&rr));
             }
         }
         Event::Duplicate(d) => {
@@ -675,9 +1005,6 @@ fn apply_one(o: &mut Overlay<'_>, e: &Entry, pos: EntryPos) -> Result<(), StoreE
                 r.destinations.entry(dest.clone()).or_default().duplicates =
                     Some((items.clone(), seq));
             })?;
-            for dup in &d.items {
-                url_duplicate(o, dest, &dup.url_key, &dup.first_referral, t)?;
-            }
         }
         Event::Delivered(_) => {
             if let Some(dest) = &e.destination {
@@ -703,30 +1030,6 @@ fn apply_one(o: &mut Overlay<'_>, e: &Entry, pos: EntryPos) -> Result<(), StoreE
                 }
             }
         }
-        Event::Status(d) if d.state == State::Removed => {
-            if let Some(dest) = &e.participant {
-                let k = match d.url_key {
-                    Some(k) => Some(k),
-                    None => o
-                        .get::<ReferralRecord>(&referral_key(&d.referral))?
-                        .and_then(|rr| rr.items.get(usize::from(d.item)).map(|i| i.url_key)),
-                };
-                if let Some(k) = k {
-                    close_if_held(o, dest, &k, &d.referral, t)?;
-                }
-            }
-        }
-        Event::Retraction(d) => {
-            if let Some(rr) = o.get::<ReferralRecord>(&referral_key(&d.referral))? {
-                for (dest, routed) in &rr.destinations {
-                    for i in d.items.iter().filter(|i| routed.contains(i)) {
-                        if let Some(item) = rr.items.get(usize::from(*i)) {
-                            close_if_held(o, dest, &item.url_key, &d.referral, t)?;
-                        }
-                    }
-                }
-            }
-        }
         Event::Checkpoint(d) => {
             o.put(
                 seq_key(b'c', seq.0),
@@ -740,12 +1043,13 @@ fn apply_one(o: &mut Overlay<'_>, e: &Entry, pos: EntryPos) -> Result<(), StoreE
             );
         }
         Event::Status(_)
+        | Event::Retraction(_)
         | Event::Receipt(_)
         | Event::ParticipantChange(_)
         | Event::KeyChange(_)
         | Event::Purge(_) => {}
     }
-    Ok(())
+    url_effects(o, e, None)
 }
 
 #[cfg(test)]

@@ -7,8 +7,8 @@
 //! - `log/<first seq, 20 digits>.seg`: append-only segment files (a new one after
 //!   [`StoreConfig::segment_bytes`]) of frames `len: u32 LE | check: u32 LE | entry bytes`,
 //!   where `check` is the first 4 bytes of the entry's leaf hash. Entry bytes: [`entry`].
-//! - `index/`: sled, derived from the log; holds the last seq it reflects.
-//!   The open URL keys are also held in memory (loaded from sled on open): see below.
+//! - `index/`: sled, derived from the log; holds the last seq it reflects. Also
+//!   `index/urls.snap`, the snapshot of the open URL keys, which live in memory: see below.
 //! - `bodies/`: sled, message bytes by SHA-256 with the time stored; not derived from the log
 //!   (entries keep only hashes), kept until `audit purge`.
 //!
@@ -23,25 +23,34 @@
 //! length, and after a failed fsync the store refuses all further writes
 //! ([`StoreError::Poisoned`]): the page cache can no longer be trusted, a restart rescans.
 //!
-//! # URL dedup: answered from memory
+//! # URL dedup: in memory, the log as its write-ahead log
 //!
 //! [`Store::url_check_and_open`] never touches sled: it answers from an in-memory table of
 //! the OPEN URL keys (`urls.rs`), so a check costs about the same at 100 k and at 10 M keys.
-//! sled keeps the persistent copy (written by the writer with each batch's effects, from
-//! which `audit rebuild-index` and replay restore it like every other index); the table is
-//! loaded from it on [`Store::open`] (the time is in [`OpenReport::url_load`]; measured:
-//! 24 s for 10.1 M open keys, about 2.4 s per million, on the 2-core test machine) and
-//! updated where the writer applies each batch. Closed keys are dropped from memory (their
-//! records stay in sled, for [`Store::url_key`]). `referral-broker bench` measures both.
+//! The table is updated where the writer applies each batch, and that is all the batch does
+//! for an opened or counted key: no sled write (`index.rs`), so making decisions durable
+//! costs the log's fsync and a few sled writes per referral at time-ordered keys, whatever
+//! the number of keys. Only a close (a `removed` status, a retraction: rare) writes the
+//! closed key's record to sled, where [`Store::url_key`] finds it.
+//!
+//! The log is the table's write-ahead log: the entries' URL effects rebuild it. So that a
+//! restart does not replay them all, the writer saves the table as a snapshot file
+//! (`index/urls.snap`, `urlsnap.rs`: the logged records only, never a reservation, as of an
+//! entry seq S, with a checksum) whenever the URL effects since the last one reach
+//! max(open keys, 100 000), on a background thread after a copy of the table, and when the
+//! store closes. [`Store::open`] reads the snapshot, replays the URL effects alone of the
+//! entries from S to what sled has applied (each entry's effect applied once: those before
+//! S are in the snapshot), then replays whatever sled has not applied, in full. Time and
+//! keys are in [`OpenReport::url_load`]. A missing or damaged snapshot only costs time: the
+//! URL effects of the whole log are replayed instead (and `audit rebuild-index` deletes it
+//! with the rest of `index/`). `referral-broker bench` measures the check, the logged rate,
+//! the snapshot and the reopen.
 //!
 //! Memory: about 100 bytes per open key (66–133 depending on how full the hash table is:
 //! a 16-byte slot digest + 41 bytes of record + 1 control byte per bucket), so 1 M open
 //! keys take about 0.1 GB and 10 M about 1 GB (measured: 928 MiB for 10.1 M, 96 bytes per
-//! key), on top of sled's cache. [`Store::url_index`] reports the current figure.
-//!
-//! Only the check is flat. Making its decision durable still writes the key's record into
-//! sled (one write at a random key per opened or counted key, in the writer's batch), and
-//! those writes slow down once the index outgrows sled's cache (bench, "logged ops/s").
+//! key), on top of sled's cache, and as much again for a moment while a snapshot copy is
+//! written. [`Store::url_index`] reports the current figure.
 //!
 //! # After a crash, guaranteed
 //!
@@ -54,6 +63,12 @@
 //!   batch as the effects of that entry, and open replays every entry after it. Each entry
 //!   is applied exactly once. A lost or damaged `index/` costs a rebuild
 //!   ([`rebuild_index`]), never evidence.
+//! - The open URL keys come back as the log has them: the last snapshot (written whole or
+//!   not at all: temp file, fsync, rename; never ahead of sled, which is flushed first) plus
+//!   the URL effects of every entry after it, each once. The URL work on open is bounded by
+//!   the snapshot (a sequential read) and at most about twice max(open keys, 100 000) URL
+//!   effects after a crash, none after a close. A damaged snapshot is ignored (logged), at
+//!   the cost of replaying every URL effect in the log.
 //!
 //! # Not guaranteed
 //!
@@ -66,6 +81,13 @@
 //!   until the `routed` entry that makes it part of the log is applied. If the process stops
 //!   first, the reservation is lost (the referral, not yet acked, is redelivered and checks
 //!   again; another referral may have opened the key meanwhile, and then it is the first).
+//!   An entry's effect ignores reservations: if the log opens a key that another referral
+//!   holds only reserved, the log's holder wins, and that referral's `routed` entry then
+//!   counts as a report of it.
+//! - Replaying URL effects after the snapshot reads a referral's items and destinations as
+//!   sled has them now, not as they were at each entry; that is the same as long as a
+//!   referral's `received` and `routed` entries come before its later entries, as the
+//!   daemon writes them (`index.rs`).
 //! - Bodies are flushed with the batch but are not evidence: a body lost in a crash belongs
 //!   to a message not yet acked, which is redelivered and stored again.
 //! - One process at a time: sled locks `index/`; a second [`Store::open`] fails with
@@ -80,6 +102,7 @@ pub mod records;
 mod segment;
 mod tree;
 mod urls;
+mod urlsnap;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -254,11 +277,12 @@ pub struct OpenReport {
     pub replayed: u64,
     /// Bytes of a torn tail that were truncated (0 normally).
     pub truncated_bytes: u64,
-    /// Open URL keys loaded from sled into memory, and how long it took (before replay).
+    /// Open URL keys loaded into memory (the snapshot, then the URL effects of the entries
+    /// sled applied after it), and how long that took (before the replay of `replayed`).
     pub url_load: UrlIndexLoad,
 }
 
-/// Loading the in-memory URL index from sled (see the module documentation).
+/// Loading the in-memory URL index on open (see the module documentation).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UrlIndexLoad {
     pub keys: u64,
@@ -357,6 +381,9 @@ impl Store {
             });
         }
         let mut frontier = meta.frontier;
+        // The open URL keys as of `applied`: the snapshot, then the URL effects of the
+        // entries after it; the replay below brings them up to date with the rest.
+        let url_load = index.load_urls(dir, meta.applied)?;
         let replayed = entries - meta.applied;
         if replayed > 0 {
             tracing::info!(
@@ -405,7 +432,6 @@ impl Store {
             index.flush()?;
         }
 
-        let url_load = index.url_load();
         let last_checkpoint = index.latest_checkpoint()?.map(|c| (c.seq, c.time));
         let state = Arc::new(Mutex::new(writer::TreeState {
             frontier: frontier.clone(),

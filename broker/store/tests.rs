@@ -389,7 +389,7 @@ fn indexes_follow_the_entries_and_a_rebuild_gives_the_same_answers() {
 }
 
 #[test]
-fn open_url_keys_come_back_from_sled_on_open_and_reservations_do_not() {
+fn open_url_keys_come_back_on_open_and_reservations_do_not() {
     let dir = tempfile::tempdir().unwrap();
     let (s, r) = open(dir.path());
     assert_eq!(r.url_load.keys, 0);
@@ -432,29 +432,326 @@ fn open_url_keys_come_back_from_sled_on_open_and_reservations_do_not() {
     );
 }
 
-/// An index written when closed URL keys were kept under the open prefix: the closed ones
-/// move to their own prefix on open, and the answers stay the same.
+/// An index written when the open URL keys were kept in sled (under `u`, with a closed one
+/// there too, as a still earlier version kept them): they move to memory and a snapshot on
+/// open, `u` is emptied, and the answers stay the same.
 #[test]
-fn closed_url_records_under_the_open_prefix_are_moved_on_open() {
+fn an_index_with_the_url_keys_in_sled_moves_them_to_memory_on_open() {
     let dir = tempfile::tempdir().unwrap();
     let (s, _) = open(dir.path());
     let ids = scenario(&s);
     let before = answers(&s, &ids);
-    drop(s);
     let de = pid("de.eco");
-    let mut tail = de.as_str().as_bytes().to_vec();
-    tail.push(0);
-    tail.extend_from_slice(&key(1).0);
+    let open_keys: Vec<(UrlKey, UrlKeyRecord)> = [key(2), key(3)]
+        .into_iter()
+        .map(|k| (k, s.url_key(&de, &k).unwrap().unwrap()))
+        .collect();
+    let table = url_table(&s);
+    drop(s);
+    std::fs::remove_file(dir.path().join("index").join(urlsnap::FILE)).unwrap();
+    let tail = |k: &UrlKey| [de.as_str().as_bytes(), &[0], &k.0].concat();
+    // The old binary record: 1 | open | count | first ms | last ms (BE) | referral.
+    let old_record = |r: &UrlKeyRecord| {
+        [
+            &[1u8, u8::from(r.open)][..],
+            &r.count.to_be_bytes(),
+            &r.first_seen.timestamp_millis().to_be_bytes(),
+            &r.last_seen.timestamp_millis().to_be_bytes(),
+            r.first_referral.as_str().as_bytes(),
+        ]
+        .concat()
+    };
     {
         let db = sled::open(dir.path().join("index")).unwrap();
-        let closed = db.remove([&b"x"[..], &tail].concat()).unwrap().unwrap();
-        db.insert([&b"u"[..], &tail].concat(), closed).unwrap();
+        for (k, r) in &open_keys {
+            db.insert([&b"u"[..], &tail(k)].concat(), old_record(r))
+                .unwrap();
+        }
+        let (closed_key, closed) = db
+            .scan_prefix([&b"x"[..], &tail(&key(1))].concat())
+            .next()
+            .unwrap()
+            .unwrap();
+        db.remove(closed_key).unwrap();
+        db.insert([&b"u"[..], &tail(&key(1))].concat(), closed)
+            .unwrap();
+        let mut meta: serde_json::Value =
+            serde_json::from_slice(&db.get(b"m").unwrap().unwrap()).unwrap();
+        meta.as_object_mut().unwrap().remove("urls_in_memory");
+        db.insert(b"m", serde_json::to_vec(&meta).unwrap()).unwrap();
         db.flush().unwrap();
     }
     let (s, r) = open(dir.path());
-    assert_eq!(r.url_load.keys, 2);
+    assert_eq!((r.replayed, r.url_load.keys), (0, 2));
     assert_eq!(answers(&s, &ids), before);
+    assert_eq!(url_table(&s), table);
     assert!(!s.url_key(&de, &key(1)).unwrap().unwrap().open);
+    let snap = urlsnap::read(&dir.path().join("index")).unwrap().unwrap();
+    assert_eq!((snap.seq, snap.urls.len()), (r.entries, 2));
+    drop(s);
+    {
+        let db = sled::open(dir.path().join("index")).unwrap();
+        assert_eq!(db.scan_prefix(b"u").count(), 0);
+    }
+    let (s, _) = open(dir.path());
+    assert_eq!(answers(&s, &ids), before);
+}
+
+/// The logged part of the URL table, as sorted text (comparable across salts).
+fn url_table(s: &Store) -> Vec<String> {
+    s.current().unwrap().index.logged_urls()
+}
+
+fn removed(referral: &EnvelopeId, item: u16, dest: &str) -> NewEntry {
+    NewEntry::new(Event::Status(StatusEvent {
+        referral: referral.clone(),
+        item,
+        state: State::Removed,
+        url_key: None,
+    }))
+    .envelope(EnvelopeId::new_v7())
+    .participant(pid(dest))
+}
+
+fn duplicate(
+    id: &EnvelopeId,
+    origin: &str,
+    dest: &str,
+    items: &[(u16, u8, &EnvelopeId)],
+) -> NewEntry {
+    NewEntry::new(Event::Duplicate(Duplicate {
+        items: items
+            .iter()
+            .map(|&(item, k, first)| DuplicateItem {
+                item,
+                url_key: key(k),
+                first_referral: first.clone(),
+            })
+            .collect(),
+    }))
+    .envelope(id.clone())
+    .participant(pid(origin))
+    .destination(pid(dest))
+}
+
+/// The state of URL keys 1..=8 at de.eco.
+fn url_answers(s: &Store) -> Vec<Option<UrlKeyRecord>> {
+    (1..=8)
+        .map(|n| s.url_key(&pid("de.eco"), &key(n)).unwrap())
+        .collect()
+}
+
+#[test]
+fn the_url_table_comes_back_from_its_snapshot_and_a_damaged_one_is_replayed_instead() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    let ids = scenario(&s);
+    let before = (answers(&s, &ids), url_answers(&s), url_table(&s));
+    let size = s.tree_head().size;
+    drop(s);
+    let snap_path = dir.path().join("index").join(urlsnap::FILE);
+    // Written on close, covering the whole log.
+    let snap = urlsnap::read(&dir.path().join("index")).unwrap().unwrap();
+    assert_eq!((snap.seq, snap.urls.len()), (size, 2));
+    let (s, r) = open(dir.path());
+    assert_eq!(r.url_load.keys, 2);
+    assert_eq!((answers(&s, &ids), url_answers(&s), url_table(&s)), before);
+    drop(s);
+    // Damaged: every URL effect is replayed from the log, to the same table.
+    let mut bytes = std::fs::read(&snap_path).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    std::fs::write(&snap_path, &bytes).unwrap();
+    let (s, r) = open(dir.path());
+    assert_eq!(r.url_load.keys, 2);
+    assert_eq!((answers(&s, &ids), url_answers(&s), url_table(&s)), before);
+    drop(s);
+    // The close wrote a good one again; and without any, the same.
+    assert!(urlsnap::read(&dir.path().join("index")).is_ok());
+    std::fs::remove_file(&snap_path).unwrap();
+    let (s, r) = open(dir.path());
+    assert_eq!(r.url_load.keys, 2);
+    assert_eq!((answers(&s, &ids), url_answers(&s), url_table(&s)), before);
+}
+
+/// Issue 5: the open URL keys are not written to sled; after a crash the table is the last
+/// snapshot plus the URL effects of the entries after it, each applied once.
+#[test]
+fn a_crash_after_a_snapshot_gives_the_same_url_decisions_and_counts() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    s.faults()
+        .url_snapshot_every
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let ids = scenario(&s);
+    let (a, de, now) = (&ids[0], pid("de.eco"), Utc::now());
+    let snap_seq = urlsnap::read(&dir.path().join("index"))
+        .unwrap()
+        .unwrap()
+        .seq;
+    assert!(snap_seq > 0);
+    // From here on only the log and sled know (as if killed before the next snapshot).
+    s.faults()
+        .no_url_snapshots
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    // E: key 2 again (a duplicate of A: counted, 3 reports) and key 5 (opened).
+    let e = EnvelopeId::new_v7();
+    s.append_blocking(vec![received(&e, "it.stop-it", vec![item(2), item(5)])])
+        .unwrap();
+    assert!(matches!(
+        s.url_check_and_open(&de, &key(2), &e, now).unwrap(),
+        UrlCheck::Duplicate { .. }
+    ));
+    assert_eq!(
+        s.url_check_and_open(&de, &key(5), &e, now).unwrap(),
+        UrlCheck::Opened
+    );
+    s.append_blocking(vec![
+        routed(&e, "it.stop-it", "de.eco", vec![1]),
+        duplicate(&e, "it.stop-it", "de.eco", &[(0, 2, a)]),
+    ])
+    .unwrap();
+    // Key 6: F opens it; Q is told it is F's; F's copy is removed before Q's duplicate
+    // entry is logged (counted against F's closed record); then G reports it again (a new
+    // referral) and G's copy is removed too. Replaying Q's duplicate must see the key as
+    // F's close left it, not as G's close (later) did.
+    let (f, q, g) = (
+        EnvelopeId::new_v7(),
+        EnvelopeId::new_v7(),
+        EnvelopeId::new_v7(),
+    );
+    for id in [&f, &q, &g] {
+        s.append_blocking(vec![received(id, "fr.pointdecontact", vec![item(6)])])
+            .unwrap();
+    }
+    assert_eq!(
+        s.url_check_and_open(&de, &key(6), &f, now).unwrap(),
+        UrlCheck::Opened
+    );
+    s.append_blocking(vec![routed(&f, "fr.pointdecontact", "de.eco", vec![0])])
+        .unwrap();
+    assert!(matches!(
+        s.url_check_and_open(&de, &key(6), &q, now).unwrap(),
+        UrlCheck::Duplicate { first_referral, .. } if first_referral == f
+    ));
+    s.append_blocking(vec![removed(&f, 0, "de.eco")]).unwrap();
+    s.append_blocking(vec![duplicate(
+        &q,
+        "fr.pointdecontact",
+        "de.eco",
+        &[(0, 6, &f)],
+    )])
+    .unwrap();
+    assert_eq!(
+        s.url_check_and_open(&de, &key(6), &g, now).unwrap(),
+        UrlCheck::Opened
+    );
+    s.append_blocking(vec![routed(&g, "fr.pointdecontact", "de.eco", vec![0])])
+        .unwrap();
+    s.append_blocking(vec![removed(&g, 0, "de.eco")]).unwrap();
+    // A reservation that is never logged.
+    s.url_check_and_open(&de, &key(7), &q, now).unwrap();
+
+    let k2 = s.url_key(&de, &key(2)).unwrap().unwrap();
+    assert_eq!((k2.open, &k2.first_referral, k2.count), (true, a, 3));
+    let k6 = s.url_key(&de, &key(6)).unwrap().unwrap();
+    assert_eq!((k6.open, &k6.first_referral), (false, &g));
+    let mut ids = ids.clone();
+    ids.extend([e, f, q, g.clone()]);
+    let before = (answers(&s, &ids), url_table(&s));
+    let mut urls_before = url_answers(&s);
+    urls_before[6] = None; // key 7: the reservation, lost
+    let size = s.tree_head().size;
+    drop(s);
+    assert_eq!(
+        urlsnap::read(&dir.path().join("index"))
+            .unwrap()
+            .unwrap()
+            .seq,
+        snap_seq,
+        "no snapshot on the way down"
+    );
+    assert!(snap_seq < size);
+
+    for round in 0..2 {
+        let (s, r) = open(dir.path());
+        assert_eq!(r.replayed, 0, "sled was flushed with each batch");
+        assert_eq!((answers(&s, &ids), url_table(&s)), before, "round {round}");
+        assert_eq!(url_answers(&s), urls_before, "round {round}");
+        // Decisions: 2, 3, 5 are duplicates of their holders; 1, 6, 7 open again.
+        let n = EnvelopeId::new_v7();
+        for (k, first) in [
+            (2, Some(a)),
+            (5, Some(&ids[3])),
+            (6, None),
+            (1, None),
+            (7, None),
+        ] {
+            let got = s.url_check_and_open(&de, &key(k), &n, Utc::now()).unwrap();
+            match first {
+                Some(f) => assert!(
+                    matches!(&got, UrlCheck::Duplicate { first_referral, .. } if first_referral == f),
+                    "key {k}: {got:?}"
+                ),
+                None => assert_eq!(got, UrlCheck::Opened, "key {k}"),
+            }
+        }
+        // Crash again: the same window is replayed, nothing counted twice.
+        s.faults()
+            .no_url_snapshots
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+    // A clean close snapshots the whole log; the next open replays nothing.
+    let (s, _) = open(dir.path());
+    drop(s);
+    let snap = urlsnap::read(&dir.path().join("index")).unwrap().unwrap();
+    assert_eq!(snap.seq, size);
+    let (s, _) = open(dir.path());
+    assert_eq!((answers(&s, &ids), url_table(&s)), before);
+}
+
+#[test]
+fn a_reservation_is_never_in_a_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    s.faults()
+        .url_snapshot_every
+        .store(1, std::sync::atomic::Ordering::SeqCst);
+    let ids = scenario(&s);
+    let de = pid("de.eco");
+    let d = EnvelopeId::new_v7();
+    // Reserved (key 4), then a batch with URL effects (key 5, opened by E): a snapshot.
+    assert_eq!(
+        s.url_check_and_open(&de, &key(4), &d, Utc::now()).unwrap(),
+        UrlCheck::Opened
+    );
+    let e = EnvelopeId::new_v7();
+    s.append_blocking(vec![received(&e, "it.stop-it", vec![item(5)])])
+        .unwrap();
+    s.url_check_and_open(&de, &key(5), &e, Utc::now()).unwrap();
+    s.append_blocking(vec![routed(&e, "it.stop-it", "de.eco", vec![0])])
+        .unwrap();
+    let size = s.tree_head().size;
+    let snap = urlsnap::read(&dir.path().join("index")).unwrap().unwrap();
+    assert_eq!(snap.seq, size);
+    assert_eq!(s.url_index().open_keys, 4, "2, 3, 5 and the reservation");
+    assert_eq!(snap.urls.len(), 3);
+    let slot = |n: u8| {
+        snap.salt
+            .slot(&[de.as_str().as_bytes(), &[0], &key(n).0].concat())
+    };
+    assert_eq!(snap.urls.get(&slot(4)).unwrap(), None);
+    for (n, holder) in [(2, &ids[0]), (3, &ids[1]), (5, &e)] {
+        assert_eq!(
+            &snap.urls.get(&slot(n)).unwrap().unwrap().first_referral,
+            holder
+        );
+    }
+    // Nor on close.
+    drop(s);
+    let snap = urlsnap::read(&dir.path().join("index")).unwrap().unwrap();
+    assert_eq!(snap.urls.len(), 3);
+    assert_eq!(snap.urls.get(&slot(4)).unwrap(), None);
 }
 
 #[test]

@@ -3,13 +3,16 @@
 //! misses sled's bounded page cache costs tens of microseconds; this one is a hash probe).
 //!
 //! It holds one record per (destination, URL key) that is open: opened by a logged `routed`
-//! (or `duplicate`) entry, or reserved by a check whose entry is not written yet. Closed
-//! keys are not kept here (they are in sled, under their own prefix, for `url_key` reads).
-//! sled keeps the persistent copy of every logged record ([`super::index`]); this index is
-//! loaded from it on open and updated where the writer applies each batch, so it is always
-//! "sled's open records + reservations not yet logged". A reservation is lost when the
-//! process stops, exactly as a reservation written to sled could be lost in a crash before:
-//! its referral was not acked, is redelivered and checks again.
+//! (or `duplicate`) entry, or reserved by a check whose entry is not applied yet. The two
+//! are told apart by a flag: a reservation is never written to a snapshot, and the entries'
+//! effects ignore it (they compute what the log alone says: a logged record replaces a
+//! reservation of the same slot, a reservation never changes a logged record), so the
+//! logged records are exactly what replaying the log gives, whatever was reserved meanwhile.
+//! Closed keys are not kept here (they are in sled, under their own prefix, for `url_key`
+//! reads). This table is the only copy of the open keys besides the log: [`super::urlsnap`]
+//! persists it as a snapshot file from time to time, and opening the store loads that
+//! snapshot and replays the URL effects of the entries after it. A reservation is lost when
+//! the process stops: its referral was not acked, is redelivered and checks again.
 //!
 //! # Memory
 //!
@@ -18,17 +21,20 @@
 //! with one control byte per bucket: 58 bytes per bucket. The table keeps between 7/16 and
 //! 7/8 of its buckets full (it doubles when 7/8 full), so an open key costs 66–133 bytes,
 //! about 100 on average (1.0 GB at 10 M open keys, 0.1 GB at 1 M), plus, for a moment while
-//! the table doubles, the old table as well. The table does not shrink as keys close: it
-//! stays sized for the most keys open at once since the process started (a restart loads
-//! only those open then). [`OpenUrls::approx_bytes`] gives the figure for the current table.
+//! the table doubles, the old table as well, and while a snapshot is written, a copy of the
+//! table. The table does not shrink as keys close: it stays sized for the most keys open at
+//! once since the process started (a restart loads only those open then).
+//! [`OpenUrls::approx_bytes`] gives the figure for the current table.
 //!
 //! # The slot digest
 //!
 //! The first 16 bytes of SHA-256(salt ‖ destination ‖ 0x00 ‖ URL key), where the salt is 16
-//! random bytes drawn when the store opens. Two distinct pairs share a slot with probability
-//! 2^-128 per pair (about 10^-25 among 10 M keys), and because the salt is secret and new in
-//! every process, nobody can search for a colliding URL in advance. A collision would make
-//! one URL count as a duplicate of another at one destination.
+//! random bytes drawn when the table is first built (no snapshot to load) and kept in the
+//! snapshot file, next to the index, from then on. Two distinct pairs share a slot with
+//! probability 2^-128 per pair (about 10^-25 among 10 M keys), and because the salt is
+//! secret (as secret as the data directory), nobody can search for a colliding URL in
+//! advance. A collision would make one URL count as a duplicate of another at one
+//! destination.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hash, Hasher};
@@ -41,7 +47,7 @@ use crate::ids::EnvelopeId;
 
 /// Where one (destination, URL key) pair lives in the table; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct Slot([u8; 16]);
+pub(super) struct Slot(pub [u8; 16]);
 
 impl Hash for Slot {
     fn hash<H: Hasher>(&self, state: &mut H) {
@@ -94,7 +100,7 @@ fn pack_id(id: &EnvelopeId) -> Result<PackedId, String> {
 fn unpack_id(b: &[u8]) -> Result<EnvelopeId, String> {
     let mut raw = [0u8; 16];
     raw.copy_from_slice(&b[1..17]);
-    let s = match b[0] {
+    let s = match b[0] & !RESERVED {
         0 => uuid::Uuid::from_bytes(raw).hyphenated().to_string(),
         1 => ulid::Ulid::from_bytes(raw).to_string(),
         t => return Err(format!("packed envelope id with tag {t}")),
@@ -102,9 +108,16 @@ fn unpack_id(b: &[u8]) -> Result<EnvelopeId, String> {
     s.parse().map_err(|e| format!("{e}"))
 }
 
+/// Set in the holder's tag byte of a record that is only reserved (not logged yet).
+const RESERVED: u8 = 0x80;
+
+/// Bytes of a packed record (see [`Packed`]).
+pub(super) const RECORD_BYTES: usize = 41;
+
 /// An open key's record: holder (17) | count u64 LE (8) | first seen ms (8) | last seen ms (8).
+/// The holder's tag byte also carries the [`RESERVED`] flag.
 #[derive(Clone, Copy)]
-struct Packed([u8; 41]);
+struct Packed([u8; RECORD_BYTES]);
 
 impl Packed {
     fn new(holder: &PackedId, count: u64, first: DateTime<Utc>, last: DateTime<Utc>) -> Self {
@@ -116,8 +129,16 @@ impl Packed {
         Self(b)
     }
 
-    fn holder(&self) -> &[u8] {
-        &self.0[..17]
+    /// The holder, without the reservation flag.
+    fn holder(&self) -> PackedId {
+        let mut h = [0u8; 17];
+        h.copy_from_slice(&self.0[..17]);
+        h[0] &= !RESERVED;
+        h
+    }
+
+    fn reserved(&self) -> bool {
+        self.0[0] & RESERVED != 0
     }
 
     fn int(&self, at: usize) -> [u8; 8] {
@@ -133,7 +154,7 @@ impl Packed {
         };
         Ok(UrlKeyRecord {
             open: true,
-            first_referral: unpack_id(self.holder())?,
+            first_referral: unpack_id(&self.holder())?,
             count: u64::from_le_bytes(self.int(17)),
             first_seen: time(25)?,
             last_seen: time(33)?,
@@ -152,14 +173,15 @@ pub(super) enum Check {
 }
 
 /// The open URL keys; see the module documentation. Not synchronised: the index keeps it
-/// under a mutex.
+/// under a mutex. Cloning copies the table as it is (bucket by bucket, no rehashing).
+#[derive(Clone)]
 pub(super) struct OpenUrls {
     map: HashMap<Slot, Packed, BuildHasherDefault<SlotHasher>>,
 }
 
 /// Computes slots; immutable, so callers hash outside the table's lock.
-#[derive(Clone)]
-pub(super) struct Salt([u8; 16]);
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) struct Salt(pub [u8; 16]);
 
 impl Salt {
     /// A fresh random salt.
@@ -193,6 +215,11 @@ impl OpenUrls {
         self.map.len()
     }
 
+    /// Makes room for `n` more keys.
+    pub fn reserve(&mut self, n: usize) {
+        self.map.reserve(n);
+    }
+
     /// Approximate heap bytes of the table: buckets × (slot + record + control byte).
     pub fn approx_bytes(&self) -> usize {
         let cap = self.map.capacity();
@@ -203,12 +230,23 @@ impl OpenUrls {
         buckets * (std::mem::size_of::<(Slot, Packed)>() + 1)
     }
 
-    /// The record of an open key.
+    /// The record of an open key, logged or reserved (what a check or a read sees).
     pub fn get(&self, slot: &Slot) -> Result<Option<UrlKeyRecord>, String> {
         self.map.get(slot).map(Packed::record).transpose()
     }
 
-    /// Sets the record of an open key (`r.open` must be true).
+    /// The record of an open key as the log alone has it: `None` for a reservation (what
+    /// an entry's effect sees).
+    pub fn logged(&self, slot: &Slot) -> Result<Option<UrlKeyRecord>, String> {
+        self.map
+            .get(slot)
+            .filter(|p| !p.reserved())
+            .map(Packed::record)
+            .transpose()
+    }
+
+    /// Sets the logged record of an open key (`r.open` must be true), replacing a
+    /// reservation of the slot if there is one.
     pub fn put(&mut self, slot: Slot, r: &UrlKeyRecord) -> Result<(), String> {
         debug_assert!(r.open);
         let holder = pack_id(&r.first_referral)?;
@@ -219,9 +257,51 @@ impl OpenUrls {
         Ok(())
     }
 
-    /// Forgets a key (it was closed).
+    /// Forgets a logged key (it was closed). A reservation stays.
     pub fn remove(&mut self, slot: &Slot) {
-        self.map.remove(slot);
+        if self.map.get(slot).is_some_and(|p| !p.reserved()) {
+            self.map.remove(slot);
+        }
+    }
+
+    /// The logged records, in table order, as `(slot, packed record)` bytes: what a
+    /// snapshot holds. Reservations are left out.
+    pub fn logged_records(&self) -> impl Iterator<Item = (&[u8; 16], &[u8; RECORD_BYTES])> {
+        self.map
+            .iter()
+            .filter(|(_, p)| !p.reserved())
+            .map(|(s, p)| (&s.0, &p.0))
+    }
+
+    /// Adds a logged record read back from a snapshot. Refuses a record that does not
+    /// decode or is flagged as a reservation, and a slot already present.
+    pub fn insert_logged(
+        &mut self,
+        slot: [u8; 16],
+        record: [u8; RECORD_BYTES],
+    ) -> Result<(), String> {
+        let p = Packed(record);
+        if p.reserved() {
+            return Err("a reservation in a snapshot".into());
+        }
+        p.record()?;
+        match self.map.entry(Slot(slot)) {
+            std::collections::hash_map::Entry::Occupied(_) => Err("a slot twice".into()),
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(p);
+                Ok(())
+            }
+        }
+    }
+
+    /// Every logged record, decoded, in no particular order (tests compare tables).
+    #[cfg(test)]
+    pub fn logged_list(&self) -> Vec<UrlKeyRecord> {
+        self.map
+            .values()
+            .filter(|p| !p.reserved())
+            .filter_map(|p| p.record().ok())
+            .collect()
     }
 
     /// The atomic check-and-open: reserves the key for `referral` unless it is open.
@@ -236,7 +316,9 @@ impl OpenUrls {
             Some(p) if p.holder() == holder => Ok(Check::Held),
             Some(p) => Ok(Check::Other(p.record()?)),
             None => {
-                self.map.insert(slot, Packed::new(&holder, 1, now, now));
+                let mut p = Packed::new(&holder, 1, now, now);
+                p.0[0] |= RESERVED;
+                self.map.insert(slot, p);
                 Ok(Check::Reserved)
             }
         }
@@ -296,10 +378,57 @@ mod tests {
             ..r
         };
         m.put(s2, &r2).unwrap();
-        assert_eq!(m.get(&s2).unwrap(), Some(r2));
+        assert_eq!(m.get(&s2).unwrap(), Some(r2.clone()));
+        assert_eq!(m.logged(&s2).unwrap(), Some(r2));
         assert_eq!(m.len(), 2);
         assert!(m.approx_bytes() >= 2 * 58);
+        m.remove(&s2);
+        assert_eq!(m.get(&s2).unwrap(), None);
+    }
+
+    #[test]
+    fn a_reservation_is_invisible_to_entries_and_to_snapshots() {
+        let salt = Salt::random().unwrap();
+        let (a, b) = (EnvelopeId::new_v7(), EnvelopeId::new_v7());
+        let now = Utc::now().trunc_subsecs(3);
+        let (s1, s2) = (salt.slot(b"d\x00one"), salt.slot(b"d\x00two"));
+        let mut m = OpenUrls::new();
+        assert!(matches!(
+            m.check_and_open(s1, &a, now).unwrap(),
+            Check::Reserved
+        ));
+        // Checks see it; the log's view does not; a snapshot leaves it out.
+        assert_eq!(m.get(&s1).unwrap().unwrap().first_referral, a);
+        assert_eq!(m.logged(&s1).unwrap(), None);
+        assert_eq!(m.logged_records().count(), 0);
+        // Closing does not drop it.
         m.remove(&s1);
-        assert_eq!(m.get(&s1).unwrap(), None);
+        assert!(m.get(&s1).unwrap().is_some());
+        // A logged record replaces it.
+        let r = UrlKeyRecord {
+            open: true,
+            first_referral: b.clone(),
+            count: 2,
+            first_seen: now,
+            last_seen: now,
+        };
+        m.put(s1, &r).unwrap();
+        assert_eq!(m.logged(&s1).unwrap(), Some(r.clone()));
+        assert!(matches!(
+            m.check_and_open(s1, &b, now).unwrap(),
+            Check::Held
+        ));
+        m.check_and_open(s2, &a, now).unwrap();
+        let snap: Vec<_> = m.logged_records().map(|(s, p)| (*s, *p)).collect();
+        assert_eq!(snap.len(), 1);
+        assert_eq!(snap[0].0, s1.0);
+        // Read back: the same record; a reservation or a repeated slot is refused.
+        let mut back = OpenUrls::new();
+        back.insert_logged(snap[0].0, snap[0].1).unwrap();
+        assert_eq!(back.logged(&s1).unwrap(), Some(r));
+        assert!(back.insert_logged(snap[0].0, snap[0].1).is_err());
+        let mut flagged = snap[0].1;
+        flagged[0] |= RESERVED;
+        assert!(OpenUrls::new().insert_logged(s2.0, flagged).is_err());
     }
 }

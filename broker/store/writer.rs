@@ -3,7 +3,9 @@
 //! One OS thread owns the open segment file. It takes every request waiting (up to
 //! [`StoreConfig::commit_max_entries`]), assigns consecutive seqs and one time, writes the
 //! frames, `sync_data`s, applies the entries to the indexes (one atomic sled batch with the
-//! new frontier), optionally flushes sled, and then answers every request of the batch.
+//! new frontier, and the in-memory URL table), optionally flushes sled, and then answers
+//! every request of the batch. Then it starts a snapshot of the URL table if one is due
+//! ([`super::urlsnap`]), and it writes one when the store closes.
 //! On a failure nothing of the batch stays: the file is cut back to where the batch began.
 //! A failed fsync, a failed cut or a failed index update poisons the writer: every later
 //! request gets [`StoreError::Poisoned`].
@@ -26,6 +28,7 @@ use super::index::Index;
 use super::records::{EntryPos, TreeHead};
 use super::segment::{self, MAX_CHUNK_BYTES};
 use super::tree::Frontier;
+use super::urlsnap::Snapshots;
 use super::{StoreConfig, StoreError};
 
 /// What the store shares with the writer: the tree as of the last durable batch, and when
@@ -63,6 +66,11 @@ enum Msg {
 pub(super) struct Faults {
     pub fail_write: AtomicBool,
     pub fail_sync: AtomicBool,
+    /// Write no URL snapshot, not even on close (as if the process were killed).
+    pub no_url_snapshots: AtomicBool,
+    /// If not 0: a snapshot after this many URL events (instead of max(open keys,
+    /// [`super::urlsnap::MIN_EVENTS`])), and the writer waits for each snapshot it starts.
+    pub url_snapshot_every: std::sync::atomic::AtomicU64,
 }
 
 /// The store's side of the writer.
@@ -97,6 +105,7 @@ struct Writer {
     bodies: Arc<Bodies>,
     state: Arc<Mutex<TreeState>>,
     poisoned: Option<String>,
+    snapshots: Snapshots,
     #[cfg(test)]
     faults: Arc<Faults>,
 }
@@ -134,6 +143,7 @@ impl Handle {
             last_time: DateTime::<Utc>::MIN_UTC,
             frontier: start.frontier,
             config,
+            snapshots: Snapshots::new(index.clone()),
             index,
             bodies,
             state,
@@ -244,10 +254,46 @@ impl Writer {
         let _ = self.finish();
     }
 
-    fn finish(&self) -> Result<(), StoreError> {
-        self.index.flush()?;
-        self.bodies.flush()?;
-        Ok(())
+    fn finish(&mut self) -> Result<(), StoreError> {
+        let flushed = self.index.flush().and_then(|()| self.bodies.flush());
+        // Not after a failure: the table may hold effects of a batch sled did not take.
+        #[allow(unused_mut)]
+        let mut snapshot = flushed.is_ok() && self.poisoned.is_none();
+        #[cfg(test)]
+        {
+            snapshot &= !self.faults.no_url_snapshots.load(Ordering::SeqCst);
+        }
+        if snapshot {
+            // A failed snapshot is logged and costs a longer replay on open, nothing more.
+            self.snapshots.finish(self.frontier.size());
+        } else {
+            self.snapshots.reap(true);
+        }
+        flushed
+    }
+
+    /// After a batch applied without error: a URL snapshot, if one is due. Called before
+    /// the batch is answered (`answered` false) and after; acts after, except in tests that
+    /// ask for frequent snapshots, which want each on disk when their append returns.
+    fn snapshot_if_due(&mut self, answered: bool) {
+        #[cfg(test)]
+        {
+            if self.faults.no_url_snapshots.load(Ordering::SeqCst) {
+                return;
+            }
+            let every = self.faults.url_snapshot_every.load(Ordering::SeqCst);
+            if every > 0 {
+                if !answered {
+                    self.snapshots
+                        .after_batch(self.frontier.size(), Some(every));
+                    self.snapshots.reap(true);
+                }
+                return;
+            }
+        }
+        if answered {
+            self.snapshots.after_batch(self.frontier.size(), None);
+        }
     }
 
     fn poison(&mut self, why: String) {
@@ -427,8 +473,10 @@ impl Writer {
             }
             return;
         }
+        self.snapshot_if_due(false);
         for (entries, reply) in accepted {
             let _ = reply.send(Ok(entries.into_iter().map(|(e, _)| e).collect()));
         }
+        self.snapshot_if_due(true);
     }
 }
