@@ -243,7 +243,7 @@ pub async fn run(
             // Held messages whose turn has come.
             let capacity = window.saturating_sub(tasks.len());
             for (key, delivery) in flood.release(Instant::now(), capacity) {
-                spawn_message(&mut tasks, &pipeline, key, delivery);
+                spawn_message(&mut tasks, &pipeline, key, delivery, false);
             }
             if let Some(at) = flood.next_release_at(Instant::now()) {
                 wake = wake.min(at);
@@ -283,7 +283,7 @@ pub async fn run(
                                         store_down = None;
                                         admin.store_down(None);
                                         for (key, delivery) in stalled.drain(..) {
-                                            spawn_message(&mut tasks, &pipeline, key, delivery);
+                                            spawn_message(&mut tasks, &pipeline, key, delivery, true);
                                         }
                                     }
                                     Some(why) => {
@@ -351,7 +351,7 @@ pub async fn run(
                             spawn_rate_notice(&mut tasks, &pipeline, &key);
                         }
                         match offer.admission {
-                            Admission::Process(delivery) => spawn_message(&mut tasks, &pipeline, key, delivery),
+                            Admission::Process(delivery) => spawn_message(&mut tasks, &pipeline, key, delivery, false),
                             Admission::Held => debug!(sender = %key, "held: over its rate or in-flight bound"),
                             Admission::Spill(delivery) => {
                                 spilled += 1;
@@ -489,6 +489,7 @@ fn spawn_message(
     pipeline: &Arc<Pipeline>,
     key: String,
     delivery: Delivery,
+    retried: bool,
 ) {
     let pipeline = pipeline.clone();
     tasks.spawn(async move {
@@ -497,7 +498,9 @@ fn spawn_message(
             body: delivery.body(),
             props: delivery.properties(),
             sender: &sender,
-            redelivered: delivery.redelivered(),
+            // A message tried again after the store failed is a redelivery too: its first
+            // attempt may have recorded `received` (the pipeline checks the bytes' hash).
+            redelivered: delivery.redelivered() || retried,
         };
         let outcome = pipeline.handle(inbound).await;
         if let Err(Failure::Store(why)) = outcome {

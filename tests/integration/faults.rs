@@ -1339,6 +1339,18 @@ async fn store_disk_full() {
     publish_all(&fr.publisher, &after, None, Duration::from_secs(60), |_| {}).await;
     settle(&mut ledger, &mut rx, Duration::from_secs(1), |_| {}).await;
     ledger.report_and_check("disk full");
+    let resumed = net
+        .broker_log()
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("store reopened") || l.contains("writes again"))
+        .map(str::to_owned)
+        .collect::<Vec<_>>();
+    println!("the broker's log on resuming: {resumed:#?}");
+    assert!(
+        running && resumed.len() >= 2,
+        "the same broker process reopened its store and resumed (log: {resumed:?})"
+    );
     assert!(
         !says_why.is_empty(),
         "the broker's log says the disk is full:\n{log}"
