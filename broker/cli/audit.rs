@@ -540,17 +540,17 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     pb.finish_and_clear();
     let secs = out.elapsed.as_secs_f64();
     if let Some(f) = &out.failure {
-        println!("audit log {}: DOES NOT VERIFY", a.data.display());
-        println!("{f}");
-        println!(
+        outln!("audit log {}: DOES NOT VERIFY", a.data.display());
+        outln!("{f}");
+        outln!(
             "read {} entries before the failure in {secs:.2} s ({:.0} entries/s)",
             out.entries,
             rate(out.entries, out.elapsed)
         );
         return Ok(ExitCode::from(EXIT_FAILED));
     }
-    println!("audit log {}: verified", a.data.display());
-    println!(
+    outln!("audit log {}: verified", a.data.display());
+    outln!(
         "{} entries, root {} (recomputed from every entry)",
         out.entries,
         B64.encode(out.root)
@@ -560,9 +560,9 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     } else {
         "signatures and roots checked"
     };
-    println!("{} checkpoints, {signed}", out.checkpoints);
+    outln!("{} checkpoints, {signed}", out.checkpoints);
     if let Some(cp) = &out.latest {
-        println!(
+        outln!(
             "latest checkpoint: {} entries at {} ({}), signed by {}",
             cp.size,
             crate::wire::time::format(&cp.time),
@@ -572,13 +572,13 @@ fn run_verify(a: VerifyArgs) -> anyhow::Result<ExitCode> {
     }
     if out.covered < out.entries {
         let n = out.entries - out.covered;
-        println!(
+        outln!(
             "{n} {} after the latest checkpoint's tree size (the checkpoint entry itself \
              included): covered by the next checkpoint",
             if n == 1 { "entry" } else { "entries" }
         );
     }
-    println!(
+    outln!(
         "rate: {:.0} entries/s ({} entries in {secs:.2} s)",
         rate(out.entries, out.elapsed),
         out.entries
@@ -694,7 +694,7 @@ fn run_prove(a: ProveArgs) -> anyhow::Result<ExitCode> {
         bail!("the bundle built does not check; not writing it (run `audit verify`)");
     };
     write_new(&a.out, &bytes)?;
-    println!(
+    outln!(
         "wrote {}: {} entries about {} against the checkpoint of {} entries ({})",
         a.out.display(),
         report.entries.len(),
@@ -703,7 +703,7 @@ fn run_prove(a: ProveArgs) -> anyhow::Result<ExitCode> {
         crate::wire::time::format(&report.checkpoint.time)
     );
     if !out.uncovered.is_empty() {
-        println!(
+        outln!(
             "not included, after the latest checkpoint: seq {} (prove again after the next \
              checkpoint)",
             join(&out.uncovered)
@@ -744,7 +744,7 @@ fn run_check_bundle(a: CheckBundleArgs) -> anyhow::Result<ExitCode> {
     for key in &keys {
         match check_bundle(&bytes, key) {
             Ok(report) => {
-                print!("{}", describe_report(&report, key));
+                out!("{}", describe_report(&report, key));
                 return Ok(ExitCode::SUCCESS);
             }
             Err(e) => {
@@ -752,9 +752,9 @@ fn run_check_bundle(a: CheckBundleArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    println!("evidence bundle {}: DOES NOT CHECK", a.bundle.display());
+    outln!("evidence bundle {}: DOES NOT CHECK", a.bundle.display());
     if let Some(e) = first_err {
-        println!("{e}");
+        outln!("{e}");
     }
     Ok(ExitCode::from(EXIT_FAILED))
 }
@@ -1029,7 +1029,7 @@ fn run_consistency(a: ConsistencyArgs) -> anyhow::Result<ExitCode> {
             match verify_checkpoint(&note, &keys) {
                 Ok(cp) => Some(cp),
                 Err(e) => {
-                    println!(
+                    outln!(
                         "checkpoint {}: does not verify with the key(s) given: {e}",
                         path.display()
                     );
@@ -1048,36 +1048,36 @@ fn run_consistency(a: ConsistencyArgs) -> anyhow::Result<ExitCode> {
             "proof": out.proof.iter().map(|h| B64.encode(h)).collect::<Vec<_>>(),
             "consistent_with_checkpoint": kept.as_ref().map(|_| out.rewritten.is_none()),
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        outln!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        println!("log {}: {} entries", a.data.display(), out.log_entries);
-        println!(
+        outln!("log {}: {} entries", a.data.display(), out.log_entries);
+        outln!(
             "older tree: {} entries, root {} (recomputed)",
             out.size1,
             B64.encode(out.root1)
         );
-        println!(
+        outln!(
             "newer tree: {} entries, root {} (recomputed)",
             out.size2,
             B64.encode(out.root2)
         );
-        println!("consistency proof ({} hashes):", out.proof.len());
+        outln!("consistency proof ({} hashes):", out.proof.len());
         for h in &out.proof {
-            println!("  {}", B64.encode(h));
+            outln!("  {}", B64.encode(h));
         }
     }
     match (&kept, &out.rewritten) {
         (Some(_), Some(why)) => {
-            println!("NOT CONSISTENT with the kept checkpoint: {why}");
+            outln!("NOT CONSISTENT with the kept checkpoint: {why}");
             Ok(ExitCode::from(EXIT_FAILED))
         }
         (None, Some(why)) => {
-            println!("NOT CONSISTENT: {why}");
+            outln!("NOT CONSISTENT: {why}");
             Ok(ExitCode::from(EXIT_FAILED))
         }
         (Some(k), None) => {
             if !a.json {
-                println!(
+                outln!(
                     "consistent: the log still extends the checkpoint of {} entries signed \
                      at {} (root {})",
                     k.size,

@@ -82,12 +82,12 @@ pub fn run_rebuild_index(args: RebuildIndexArgs) -> anyhow::Result<ExitCode> {
     .with_context(|| format!("rebuilding the index of {}", args.data.display()))?;
     pb.finish_and_clear();
     if report.truncated_bytes > 0 {
-        println!(
+        outln!(
             "truncated a torn tail of {} bytes (never acknowledged)",
             report.truncated_bytes
         );
     }
-    println!(
+    outln!(
         "index rebuilt from {} entries in {:.1} s",
         report.entries,
         t.elapsed().as_secs_f64()
@@ -102,7 +102,7 @@ pub fn run_purge(args: PurgeArgs) -> anyhow::Result<ExitCode> {
     let report = store
         .purge_bodies(cutoff)
         .context("purging message bodies")?;
-    println!(
+    outln!(
         "dropped {} message bodies ({} bytes) stored before {}; recorded as audit entry {}",
         report.bodies,
         report.bytes,

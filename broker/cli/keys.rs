@@ -87,16 +87,16 @@ fn generate(
         .write_key_files(out, participant)
         .context("writing the key files")?;
 
-    println!(
+    outln!(
         "wrote {}  (private key, mode 0600: keep it secret, never send it)",
         paths.private.display()
     );
-    println!("wrote {}  (public key)", paths.public.display());
-    println!("public key: {}", signer.public_key_b64());
-    println!("key id:     {}", signer.key_id());
-    println!();
-    println!("# Add under the [[participant]] entry with id = \"{participant}\":");
-    print!(
+    outln!("wrote {}  (public key)", paths.public.display());
+    outln!("public key: {}", signer.public_key_b64());
+    outln!("key id:     {}", signer.key_id());
+    outln!();
+    outln!("# Add under the [[participant]] entry with id = \"{participant}\":");
+    out!(
         "{}",
         registry_snippet(&signer, participant, not_before, not_after)
     );

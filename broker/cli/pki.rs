@@ -73,10 +73,10 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
         PkiCommand::Init { out, name } => {
             let files = pki::init(&out, &name)
                 .with_context(|| format!("creating the development PKI in {}", out.display()))?;
-            println!("CA certificate      {}", files.ca_cert.display());
-            println!("CA key (secret)     {}", files.ca_key.display());
-            println!("server certificate  {}", files.server_cert.display());
-            println!("server key (secret) {}", files.server_key.display());
+            outln!("CA certificate      {}", files.ca_cert.display());
+            outln!("CA key (secret)     {}", files.ca_key.display());
+            outln!("server certificate  {}", files.server_cert.display());
+            outln!("server key (secret) {}", files.server_key.display());
         }
         PkiCommand::Issue {
             ca,
@@ -92,8 +92,8 @@ pub fn run(cmd: PkiCommand) -> anyhow::Result<ExitCode> {
             let (cert, key) = issued
                 .write(&out, participant.as_str())
                 .with_context(|| format!("writing the certificate of {participant}"))?;
-            println!("certificate  {}", cert.display());
-            println!("key (secret) {}", key.display());
+            outln!("certificate  {}", cert.display());
+            outln!("key (secret) {}", key.display());
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -50,16 +50,16 @@ pub fn run(args: ProvisionArgs) -> anyhow::Result<ExitCode> {
     let actions = provision::apply(&ctl, &desired)
         .with_context(|| format!("provisioning vhost {:?}", args.vhost))?;
     if actions.is_empty() {
-        println!(
+        outln!(
             "vhost {:?}: nothing to change ({} participants up to date)",
             args.vhost,
             desired.users.len()
         );
     } else {
         for action in &actions {
-            println!("{action}");
+            outln!("{action}");
         }
-        println!(
+        outln!(
             "vhost {:?}: {} change(s), {} participants provisioned",
             args.vhost,
             actions.len(),

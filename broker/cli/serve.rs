@@ -39,7 +39,7 @@ pub fn run(args: ServeArgs) -> anyhow::Result<ExitCode> {
         }
     };
     if args.check {
-        println!(
+        outln!(
             "{}: configuration usable (broker {}, {} participants, vhost {:?})",
             args.config.display(),
             config.registry.broker().id,

@@ -138,12 +138,12 @@ pub fn run(args: StatusArgs) -> anyhow::Result<ExitCode> {
                 serde_json::to_value(&attention).context("encoding the status")?,
             );
         }
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&v).context("encoding the status")?
         );
     } else {
-        print!("{}", render(&report, &attention, args.max_inbox_age));
+        out!("{}", render(&report, &attention, args.max_inbox_age));
     }
     Ok(if attention.is_empty() {
         ExitCode::SUCCESS

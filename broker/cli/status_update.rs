@@ -91,7 +91,7 @@ pub fn run(args: StatusUpdateArgs) -> anyhow::Result<ExitCode> {
     }
     with_participant(&args.config.config, async |me| {
         let id = me.send_status(status).await?;
-        println!("{id}");
+        outln!("{id}");
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -114,7 +114,7 @@ pub fn run(args: SubmitArgs) -> anyhow::Result<ExitCode> {
             Some(body) => me.submit(body).await?,
             None => me.submit_bytes(&bytes).await?,
         };
-        println!("{id}");
+        outln!("{id}");
         Ok(ExitCode::SUCCESS)
     })
 }

@@ -300,16 +300,16 @@ pub async fn run(
                             }
                             TaskKind::Spill | TaskKind::Notice => {}
                         }
-                        if let Some(why) = done.store_down.take() {
-                            if store_down.is_none() {
-                                error!(
-                                    %why,
-                                    "the audit store cannot write: taking no messages and acknowledging nothing until it can; retrying by itself"
-                                );
-                                admin.store_down(Some(&why));
-                                next_reopen = Instant::now() + REOPEN_FIRST;
-                                store_down = Some(why);
-                            }
+                        if let Some(why) = done.store_down.take()
+                            && store_down.is_none()
+                        {
+                            error!(
+                                %why,
+                                "the audit store cannot write: taking no messages and acknowledging nothing until it can; retrying by itself"
+                            );
+                            admin.store_down(Some(&why));
+                            next_reopen = Instant::now() + REOPEN_FIRST;
+                            store_down = Some(why);
                         }
                         if let (TaskKind::Message(key), Some(delivery)) = (&done.kind, done.retry.take()) {
                             stalled.push((key.clone(), delivery));

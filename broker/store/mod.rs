@@ -663,9 +663,7 @@ impl Store {
 
     /// The in-memory index of open URL keys: size and approximate memory.
     pub fn url_index(&self) -> UrlIndexStats {
-        let (open_keys, approx_bytes) = self
-            .current()
-            .map_or((0, 0), |p| p.index.url_memory());
+        let (open_keys, approx_bytes) = self.current().map_or((0, 0), |p| p.index.url_memory());
         UrlIndexStats {
             open_keys,
             approx_bytes,
