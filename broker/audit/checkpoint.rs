@@ -414,6 +414,14 @@ impl BrokerCheckpoint {
         let time = wire::time::parse(stamp).ok_or(CheckpointError::MalformedCheckpoint(
             "the `time` line is not a wire timestamp",
         ))?;
+        // Exactly the form `sign` writes (millisecond precision at most, shortest digits),
+        // so that a checkpoint has one text and signs again to the same values (found by
+        // the `checkpoint` fuzz target: 7 fraction digits verified, then re-signed as 3).
+        if time.trunc_subsecs(3) != time || wire::time::format(&time) != stamp {
+            return Err(CheckpointError::MalformedCheckpoint(
+                "the `time` line is not in the broker's form (UTC, at most millisecond precision)",
+            ));
+        }
         Ok(BrokerCheckpoint {
             origin: cp.origin.to_owned(),
             size: cp.size,
@@ -583,6 +591,42 @@ mod tests {
 
     fn t(s: &str) -> DateTime<Utc> {
         wire::time::parse(s).unwrap_or_else(|| panic!("{s}"))
+    }
+
+    /// Regression (fuzz target `checkpoint`, fuzz/corpus/checkpoint/regression-subms-time):
+    /// a `time` finer than the broker writes verified, and signed again as another time.
+    #[test]
+    fn a_time_not_in_the_brokers_form_is_refused() {
+        let signer = Signer::generate().unwrap_or_else(|e| panic!("{e}"));
+        let key = signer.verifying_key();
+        let root = B64.encode(super::super::merkle::leaf_hash(b"x"));
+        for (stamp, ok) in [
+            ("2026-11-25T10:00:00.166Z", true),
+            ("2026-11-25T10:00:00.500Z", true),
+            ("2026-11-25T10:00:00Z", true),
+            ("2026-11-25T10:00:00.5Z", false),
+            ("2026-11-25T10:00:00.1666623Z", false),
+            ("2026-11-25T10:00:00.1660Z", false),
+            ("2026-11-25T10:00:00.000Z", false),
+        ] {
+            let text = format!("broker.example/audit\n4096\n{root}\ntime {stamp}\n");
+            let note =
+                sign_note(&text, "broker.example", &signer).unwrap_or_else(|e| panic!("{e}"));
+            let got = BrokerCheckpoint::verify(&note, &key, None);
+            assert_eq!(got.is_ok(), ok, "{stamp}: {got:?}");
+            if let Ok(cp) = got {
+                let again = BrokerCheckpoint::sign(
+                    &cp.origin,
+                    cp.size,
+                    cp.root,
+                    cp.time,
+                    &cp.key_name,
+                    &signer,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(again.note, note, "{stamp} signs again to the same note");
+            }
+        }
     }
 
     #[test]
