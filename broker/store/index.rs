@@ -52,7 +52,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, RwLock};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -64,7 +64,7 @@ use super::records::{
     ReferralRecord, UrlCheck, UrlKeyRecord,
 };
 use super::tree::Frontier;
-use super::urls::{Check, OpenUrls, Salt, Slot};
+use super::urls::{Check, OpenUrls, Row, SHARDS, Salt, Slot};
 use super::{StoreError, UrlIndexLoad, segment, urlsnap};
 use crate::ids::{EnvelopeId, ParticipantId};
 use crate::wire::{Kind, State};
@@ -342,19 +342,17 @@ impl Index {
             from = applied;
         } else {
             match urlsnap::read(&self.path) {
-                Ok(Some(snap)) if snap.seq <= applied => {
-                    tracing::info!(
-                        seq = snap.seq,
-                        keys = snap.urls.len(),
-                        "read the URL snapshot"
-                    );
-                    from = snap.seq;
+                Ok(Some(snap)) if snap.seqs.iter().all(|&s| s <= applied) => {
+                    from = snap.from();
+                    tracing::info!(from, keys = snap.urls.len(), "read the URL snapshot");
                     *self.salt.write().unwrap_or_else(|e| e.into_inner()) = snap.salt;
-                    *self.urls() = snap.urls;
-                    *self.snapshot_seq() = Some(snap.seq);
+                    let mut urls = snap.urls;
+                    urls.set_covered(Some(snap.seqs));
+                    *self.urls() = urls;
+                    *self.snapshot_seq() = Some(from);
                 }
                 Ok(Some(snap)) => tracing::warn!(
-                    seq = snap.seq,
+                    seq = snap.seqs.iter().max(),
                     applied,
                     "the URL snapshot is ahead of the index (not flushed before a crash?); \
                      replaying every URL effect from the log instead"
@@ -371,7 +369,8 @@ impl Index {
             self.remove_legacy_urls()?;
         }
         let replayed = self.replay_urls(store_dir, from, applied)?;
-        let urls = self.urls();
+        let mut urls = self.urls();
+        urls.set_covered(None);
         let load = UrlIndexLoad {
             keys: urls.len() as u64,
             time: t.elapsed(),
@@ -453,8 +452,14 @@ impl Index {
         moved.insert(META, meta.to_bytes());
         self.db.apply_batch(moved).map_err(|e| self.err(e))?;
         self.flush()?;
-        let (salt, urls) = self.url_snapshot_copy();
-        match urlsnap::write(&self.path, applied, &salt, &urls, || Ok(())) {
+        let copy = urlsnap::Copy {
+            salt: self.url_salt(),
+            shards: (0..SHARDS)
+                .map(|i| (applied, self.url_copy_shard(i)))
+                .collect(),
+            time: Duration::ZERO,
+        };
+        match urlsnap::write(&self.path, &copy, || Ok(())) {
             Ok(_) => *self.snapshot_seq() = Some(applied),
             Err(e) => tracing::warn!("writing the URL snapshot failed: {e}"),
         }
@@ -490,10 +495,15 @@ impl Index {
         self.url_events.load(Ordering::Relaxed)
     }
 
-    /// A copy of the table (taken under its lock) and the salt of its slots, for a snapshot.
-    pub fn url_snapshot_copy(&self) -> (Salt, OpenUrls) {
-        let urls = self.urls().clone();
-        (self.salt_now(), urls)
+    /// The salt of the table's slots.
+    pub fn url_salt(&self) -> Salt {
+        self.salt_now()
+    }
+
+    /// The logged records of one shard of the table (copied under its lock), for a
+    /// snapshot.
+    pub fn url_copy_shard(&self, i: usize) -> Vec<Row> {
+        self.urls().copy_shard(i)
     }
 
     fn salt_now(&self) -> Salt {
@@ -725,18 +735,23 @@ fn url_event(o: &Overlay<'_>) {
     o.index.url_events.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A `routed` entry: `id` holds the key (it reserved it, or the reservation was lost).
+/// A `routed` entry (`seq`): `id` holds the key (it reserved it, or the reservation was
+/// lost).
 fn url_routed(
     o: &mut Overlay<'_>,
     dest: &ParticipantId,
     k: &UrlKey,
     id: &EnvelopeId,
     t: DateTime<Utc>,
+    seq: u64,
 ) -> Result<(), StoreError> {
-    url_event(o);
     let tail = url_tail(dest, k);
     let slot = o.index.slot(&tail);
     let mut urls = o.index.urls();
+    if urls.covers(&slot, seq) {
+        return Ok(());
+    }
+    url_event(o);
     let rec = match urls.logged(&slot).map_err(|m| o.index.damaged(&tail, &m))? {
         Some(mut r) if &r.first_referral == id => {
             r.first_seen = r.first_seen.min(t);
@@ -767,10 +782,13 @@ fn url_duplicate(
     t: DateTime<Utc>,
     seq: u64,
 ) -> Result<(), StoreError> {
-    url_event(o);
     let tail = url_tail(dest, k);
     let slot = o.index.slot(&tail);
     let mut urls = o.index.urls();
+    if urls.covers(&slot, seq) {
+        return Ok(());
+    }
+    url_event(o);
     if let Some(mut r) = urls.logged(&slot).map_err(|m| o.index.damaged(&tail, &m))? {
         r.count += 1;
         r.last_seen = t;
@@ -810,10 +828,13 @@ fn close_if_held(
     t: DateTime<Utc>,
     seq: u64,
 ) -> Result<(), StoreError> {
-    url_event(o);
     let tail = url_tail(dest, k);
     let slot = o.index.slot(&tail);
     let mut urls = o.index.urls();
+    if urls.covers(&slot, seq) {
+        return Ok(());
+    }
+    url_event(o);
     if let Some(mut r) = urls.logged(&slot).map_err(|m| o.index.damaged(&tail, &m))?
         && &r.first_referral == referral
     {
@@ -854,7 +875,7 @@ fn url_effects(
             };
             for &i in &d.items {
                 if let Some(item) = rr.items.get(usize::from(i)) {
-                    url_routed(o, dest, &item.url_key, id, t)?;
+                    url_routed(o, dest, &item.url_key, id, t, seq)?;
                 }
             }
         }

@@ -35,21 +35,23 @@
 //!
 //! The log is the table's write-ahead log: the entries' URL effects rebuild it. So that a
 //! restart does not replay them all, the writer saves the table as a snapshot file
-//! (`index/urls.snap`, `urlsnap.rs`: the logged records only, never a reservation, as of an
-//! entry seq S, with a checksum) whenever the URL effects since the last one reach
-//! max(open keys, 100 000), on a background thread after a copy of the table, and when the
-//! store closes. [`Store::open`] reads the snapshot, replays the URL effects alone of the
-//! entries from S to what sled has applied (each entry's effect applied once: those before
-//! S are in the snapshot), then replays whatever sled has not applied, in full. Time and
-//! keys are in [`OpenReport::url_load`]. A missing or damaged snapshot only costs time: the
-//! URL effects of the whole log are replayed instead (and `audit rebuild-index` deletes it
-//! with the rest of `index/`). `referral-broker bench` measures the check, the logged rate,
-//! the snapshot and the reopen.
+//! (`index/urls.snap`, `urlsnap.rs`: the logged records only, never a reservation, in 256
+//! shards, each as of an entry seq, with a checksum) whenever the URL effects since the
+//! last one reach max(keys open at the last one, 100 000), and when the store closes. It
+//! copies a few shards after each batch (milliseconds, whatever the size) and writes the
+//! file on a background thread. [`Store::open`] reads the snapshot, replays the URL effects
+//! alone of the entries from the smallest shard seq to what sled has applied, each on the
+//! keys of the shards that do not hold it yet (each entry's effect on each key applied
+//! once), then replays whatever sled has not applied, in full. Time and keys are in
+//! [`OpenReport::url_load`]. A missing or damaged snapshot only costs time: the URL effects
+//! of the whole log are replayed instead (and `audit rebuild-index` deletes it with the
+//! rest of `index/`). `referral-broker bench` measures the check, the logged rate, the
+//! snapshot and the reopen.
 //!
 //! Memory: about 100 bytes per open key (66–133 depending on how full the hash table is:
 //! a 16-byte slot digest + 41 bytes of record + 1 control byte per bucket), so 1 M open
 //! keys take about 0.1 GB and 10 M about 1 GB (measured: 928 MiB for 10.1 M, 96 bytes per
-//! key), on top of sled's cache, and as much again for a moment while a snapshot copy is
+//! key), on top of sled's cache, and 57 bytes per key while a snapshot is copied and
 //! written. [`Store::url_index`] reports the current figure.
 //!
 //! # After a crash, guaranteed
@@ -65,10 +67,12 @@
 //!   ([`rebuild_index`]), never evidence.
 //! - The open URL keys come back as the log has them: the last snapshot (written whole or
 //!   not at all: temp file, fsync, rename; never ahead of sled, which is flushed first) plus
-//!   the URL effects of every entry after it, each once. The URL work on open is bounded by
-//!   the snapshot (a sequential read) and at most about twice max(open keys, 100 000) URL
-//!   effects after a crash, none after a close. A damaged snapshot is ignored (logged), at
-//!   the cost of replaying every URL effect in the log.
+//!   the URL effects of every entry after it, each once per key. The URL work on open is
+//!   bounded by the snapshot (a sequential read) and, after a crash, fewer than
+//!   max(K, 100 000) URL effects, K the keys the snapshot holds, plus those applied while
+//!   the next one was being copied and written (`urlsnap.rs`); none after a close. A
+//!   damaged snapshot is ignored (logged), at the cost of replaying every URL effect in the
+//!   log.
 //!
 //! # Not guaranteed
 //!

@@ -487,7 +487,7 @@ fn an_index_with_the_url_keys_in_sled_moves_them_to_memory_on_open() {
     assert_eq!(url_table(&s), table);
     assert!(!s.url_key(&de, &key(1)).unwrap().unwrap().open);
     let snap = urlsnap::read(&dir.path().join("index")).unwrap().unwrap();
-    assert_eq!((snap.seq, snap.urls.len()), (r.entries, 2));
+    assert_eq!((snap.from(), snap.urls.len()), (r.entries, 2));
     drop(s);
     {
         let db = sled::open(dir.path().join("index")).unwrap();
@@ -552,7 +552,7 @@ fn the_url_table_comes_back_from_its_snapshot_and_a_damaged_one_is_replayed_inst
     let snap_path = dir.path().join("index").join(urlsnap::FILE);
     // Written on close, covering the whole log.
     let snap = urlsnap::read(&dir.path().join("index")).unwrap().unwrap();
-    assert_eq!((snap.seq, snap.urls.len()), (size, 2));
+    assert_eq!((snap.from(), snap.urls.len()), (size, 2));
     let (s, r) = open(dir.path());
     assert_eq!(r.url_load.keys, 2);
     assert_eq!((answers(&s, &ids), url_answers(&s), url_table(&s)), before);
@@ -588,7 +588,7 @@ fn a_crash_after_a_snapshot_gives_the_same_url_decisions_and_counts() {
     let snap_seq = urlsnap::read(&dir.path().join("index"))
         .unwrap()
         .unwrap()
-        .seq;
+        .from();
     assert!(snap_seq > 0);
     // From here on only the log and sled know (as if killed before the next snapshot).
     s.faults()
@@ -667,7 +667,7 @@ fn a_crash_after_a_snapshot_gives_the_same_url_decisions_and_counts() {
         urlsnap::read(&dir.path().join("index"))
             .unwrap()
             .unwrap()
-            .seq,
+            .from(),
         snap_seq,
         "no snapshot on the way down"
     );
@@ -705,7 +705,7 @@ fn a_crash_after_a_snapshot_gives_the_same_url_decisions_and_counts() {
     let (s, _) = open(dir.path());
     drop(s);
     let snap = urlsnap::read(&dir.path().join("index")).unwrap().unwrap();
-    assert_eq!(snap.seq, size);
+    assert_eq!(snap.from(), size);
     let (s, _) = open(dir.path());
     assert_eq!((answers(&s, &ids), url_table(&s)), before);
 }
@@ -733,7 +733,7 @@ fn a_reservation_is_never_in_a_snapshot() {
         .unwrap();
     let size = s.tree_head().size;
     let snap = urlsnap::read(&dir.path().join("index")).unwrap().unwrap();
-    assert_eq!(snap.seq, size);
+    assert_eq!(snap.from(), size);
     assert_eq!(s.url_index().open_keys, 4, "2, 3, 5 and the reservation");
     assert_eq!(snap.urls.len(), 3);
     let slot = |n: u8| {
@@ -934,4 +934,83 @@ fn a_second_open_of_the_same_directory_fails() {
     let (_s, _) = open(dir.path());
     let err = Store::open(dir.path(), small(), &mut |_, _| {}).unwrap_err();
     assert!(matches!(err, StoreError::Index { .. }), "{err}");
+}
+
+/// A snapshot copied over several batches holds each shard as of a different seq; after a
+/// crash each key's URL effects are replayed from its own shard's seq: counts come back
+/// exact, none applied twice or missed.
+#[test]
+fn a_snapshot_copied_over_several_batches_replays_each_shard_from_its_own_seq() {
+    use std::sync::atomic::Ordering::SeqCst;
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    s.faults().url_snapshot_every.store(1, SeqCst);
+    s.faults().url_copy_budget.store(40, SeqCst);
+    let keys: Vec<UrlKey> = (0..600u16)
+        .map(|n| UrlKey(<sha2::Sha256 as sha2::Digest>::digest(n.to_le_bytes()).into()))
+        .collect();
+    let firsts: Vec<EnvelopeId> = keys.iter().map(|_| EnvelopeId::new_v7()).collect();
+    // One batch per 100 keys opened, then one per round of a duplicate of every key.
+    for c in 0..6 {
+        let mut batch = Vec::new();
+        for i in c * 100..(c + 1) * 100 {
+            let facts = ItemFacts {
+                url_key: keys[i],
+                hashes: Vec::new(),
+            };
+            batch.push(received(&firsts[i], "fr.pointdecontact", vec![facts]));
+            batch.push(routed(&firsts[i], "fr.pointdecontact", "de.eco", vec![0]));
+        }
+        s.append_blocking(batch).unwrap();
+    }
+    let dup_round = |s: &Store| {
+        let q = EnvelopeId::new_v7();
+        let items = keys
+            .iter()
+            .zip(&firsts)
+            .enumerate()
+            .map(|(i, (k, first))| DuplicateItem {
+                item: i as u16,
+                url_key: *k,
+                first_referral: first.clone(),
+            })
+            .collect();
+        let e = NewEntry::new(Event::Duplicate(Duplicate { items }))
+            .envelope(q)
+            .participant(pid("it.stop-it"))
+            .destination(pid("de.eco"));
+        s.append_blocking(vec![e]).unwrap();
+    };
+    for _ in 0..12 {
+        dup_round(&s);
+    }
+    let snap = urlsnap::read(&dir.path().join("index")).unwrap().unwrap();
+    let (lo, hi) = (snap.from(), snap.seqs.iter().copied().max().unwrap());
+    assert!(
+        lo < hi,
+        "the shards were copied at different seqs: {lo}..{hi}"
+    );
+    // Killed: what follows the last snapshot is in the log only.
+    s.faults().no_url_snapshots.store(true, SeqCst);
+    dup_round(&s);
+    let table = url_table(&s);
+    let size = s.tree_head().size;
+    drop(s);
+    assert!(
+        urlsnap::read(&dir.path().join("index"))
+            .unwrap()
+            .unwrap()
+            .from()
+            < size
+    );
+    let (s, r) = open(dir.path());
+    assert_eq!(r.url_load.keys, 600);
+    assert_eq!(url_table(&s), table);
+    for (k, first) in keys.iter().zip(&firsts) {
+        let rec = s.url_key(&pid("de.eco"), k).unwrap().unwrap();
+        assert_eq!(
+            (rec.open, &rec.first_referral, rec.count),
+            (true, first, 14)
+        );
+    }
 }

@@ -17,14 +17,14 @@
 //! # Memory
 //!
 //! A record is a 16-byte slot digest and 41 packed bytes (holder: tag + 16-byte UUID/ULID;
-//! count: u64; first and last seen: i64 milliseconds), stored inline in a hashbrown table
-//! with one control byte per bucket: 58 bytes per bucket. The table keeps between 7/16 and
-//! 7/8 of its buckets full (it doubles when 7/8 full), so an open key costs 66–133 bytes,
-//! about 100 on average (1.0 GB at 10 M open keys, 0.1 GB at 1 M), plus, for a moment while
-//! the table doubles, the old table as well, and while a snapshot is written, a copy of the
-//! table. The table does not shrink as keys close: it stays sized for the most keys open at
-//! once since the process started (a restart loads only those open then).
-//! [`OpenUrls::approx_bytes`] gives the figure for the current table.
+//! count: u64; first and last seen: i64 milliseconds), stored inline in hashbrown tables
+//! (256 shards) with one control byte per bucket: 58 bytes per bucket. A table keeps
+//! between 7/16 and 7/8 of its buckets full (it doubles when 7/8 full), so an open key costs
+//! 66–133 bytes, about 100 on average (1.0 GB at 10 M open keys, 0.1 GB at 1 M), plus, while
+//! a snapshot is written, a copy of the logged records (57 bytes each). The tables do not
+//! shrink as keys close: they stay sized for the most keys open at once since the process
+//! started (a restart loads only those open then). [`OpenUrls::approx_bytes`] gives the
+//! figure for the current table.
 //!
 //! # The slot digest
 //!
@@ -172,11 +172,23 @@ pub(super) enum Check {
     Other(UrlKeyRecord),
 }
 
+/// Shards of the table: a snapshot copies one shard at a time (see [`super::urlsnap`]).
+pub(super) const SHARDS: usize = 256;
+
+type Shard = HashMap<Slot, Packed, BuildHasherDefault<SlotHasher>>;
+
+/// A logged record as a snapshot holds it: slot and packed record.
+pub(super) type Row = ([u8; 16], [u8; RECORD_BYTES]);
+
 /// The open URL keys; see the module documentation. Not synchronised: the index keeps it
-/// under a mutex. Cloning copies the table as it is (bucket by bucket, no rehashing).
-#[derive(Clone)]
+/// under a mutex. [`SHARDS`] hash tables, by one byte of the slot (not one the tables hash
+/// with), so that a snapshot can copy them one by one and a table doubling moves 1/256 of
+/// the keys.
 pub(super) struct OpenUrls {
-    map: HashMap<Slot, Packed, BuildHasherDefault<SlotHasher>>,
+    shards: Vec<Shard>,
+    /// While replaying the log after a snapshot: per shard, the seq up to which the shard
+    /// already holds the entries' effects (see [`Self::covers`]).
+    covered: Option<Vec<u64>>,
 }
 
 /// Computes slots; immutable, so callers hash outside the table's lock.
@@ -206,39 +218,57 @@ impl Salt {
 impl OpenUrls {
     pub fn new() -> Self {
         Self {
-            map: HashMap::default(),
+            shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            covered: None,
         }
+    }
+
+    /// The shard of a slot: byte 8 (the tables hash with bytes 0..8).
+    pub fn shard(slot: &Slot) -> usize {
+        usize::from(slot.0[8])
+    }
+
+    fn map(&self, slot: &Slot) -> &Shard {
+        &self.shards[Self::shard(slot)]
+    }
+
+    fn map_mut(&mut self, slot: &Slot) -> &mut Shard {
+        &mut self.shards[Self::shard(slot)]
     }
 
     /// Open keys held (logged or reserved).
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.shards.iter().map(HashMap::len).sum()
     }
 
-    /// Makes room for `n` more keys.
-    pub fn reserve(&mut self, n: usize) {
-        self.map.reserve(n);
+    /// Makes room for `n` more keys in shard `i`.
+    pub fn reserve_shard(&mut self, i: usize, n: usize) {
+        if let Some(m) = self.shards.get_mut(i) {
+            m.reserve(n);
+        }
     }
 
     /// Approximate heap bytes of the table: buckets × (slot + record + control byte).
     pub fn approx_bytes(&self) -> usize {
-        let cap = self.map.capacity();
-        if cap == 0 {
-            return 0;
-        }
-        let buckets = (cap * 8 / 7).next_power_of_two();
-        buckets * (std::mem::size_of::<(Slot, Packed)>() + 1)
+        let per_bucket = std::mem::size_of::<(Slot, Packed)>() + 1;
+        self.shards
+            .iter()
+            .map(|m| match m.capacity() {
+                0 => 0,
+                cap => (cap * 8 / 7).next_power_of_two() * per_bucket,
+            })
+            .sum()
     }
 
     /// The record of an open key, logged or reserved (what a check or a read sees).
     pub fn get(&self, slot: &Slot) -> Result<Option<UrlKeyRecord>, String> {
-        self.map.get(slot).map(Packed::record).transpose()
+        self.map(slot).get(slot).map(Packed::record).transpose()
     }
 
     /// The record of an open key as the log alone has it: `None` for a reservation (what
     /// an entry's effect sees).
     pub fn logged(&self, slot: &Slot) -> Result<Option<UrlKeyRecord>, String> {
-        self.map
+        self.map(slot)
             .get(slot)
             .filter(|p| !p.reserved())
             .map(Packed::record)
@@ -250,7 +280,7 @@ impl OpenUrls {
     pub fn put(&mut self, slot: Slot, r: &UrlKeyRecord) -> Result<(), String> {
         debug_assert!(r.open);
         let holder = pack_id(&r.first_referral)?;
-        self.map.insert(
+        self.map_mut(&slot).insert(
             slot,
             Packed::new(&holder, r.count, r.first_seen, r.last_seen),
         );
@@ -259,33 +289,35 @@ impl OpenUrls {
 
     /// Forgets a logged key (it was closed). A reservation stays.
     pub fn remove(&mut self, slot: &Slot) {
-        if self.map.get(slot).is_some_and(|p| !p.reserved()) {
-            self.map.remove(slot);
+        let m = self.map_mut(slot);
+        if m.get(slot).is_some_and(|p| !p.reserved()) {
+            m.remove(slot);
         }
     }
 
-    /// The logged records, in table order, as `(slot, packed record)` bytes: what a
-    /// snapshot holds. Reservations are left out.
-    pub fn logged_records(&self) -> impl Iterator<Item = (&[u8; 16], &[u8; RECORD_BYTES])> {
-        self.map
-            .iter()
-            .filter(|(_, p)| !p.reserved())
-            .map(|(s, p)| (&s.0, &p.0))
+    /// The logged records of shard `i` (reservations left out): what a snapshot holds.
+    pub fn copy_shard(&self, i: usize) -> Vec<Row> {
+        self.shards.get(i).map_or_else(Vec::new, |m| {
+            let mut v = Vec::with_capacity(m.len());
+            v.extend(
+                m.iter()
+                    .filter(|(_, p)| !p.reserved())
+                    .map(|(s, p)| (s.0, p.0)),
+            );
+            v
+        })
     }
 
     /// Adds a logged record read back from a snapshot. Refuses a record that does not
     /// decode or is flagged as a reservation, and a slot already present.
-    pub fn insert_logged(
-        &mut self,
-        slot: [u8; 16],
-        record: [u8; RECORD_BYTES],
-    ) -> Result<(), String> {
+    pub fn insert_logged(&mut self, (slot, record): Row) -> Result<(), String> {
         let p = Packed(record);
         if p.reserved() {
             return Err("a reservation in a snapshot".into());
         }
         p.record()?;
-        match self.map.entry(Slot(slot)) {
+        let slot = Slot(slot);
+        match self.map_mut(&slot).entry(slot) {
             std::collections::hash_map::Entry::Occupied(_) => Err("a slot twice".into()),
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(p);
@@ -294,11 +326,27 @@ impl OpenUrls {
         }
     }
 
+    /// While the log after a snapshot is replayed: shard `i` already holds the effects of
+    /// the entries before `seqs[i]`. `None` when the replay is done.
+    pub fn set_covered(&mut self, seqs: Option<Vec<u64>>) {
+        self.covered = seqs;
+    }
+
+    /// Whether the table already holds entry `seq`'s effect on `slot` (during a replay
+    /// after a snapshot whose shards were copied at different seqs).
+    pub fn covers(&self, slot: &Slot, seq: u64) -> bool {
+        self.covered
+            .as_ref()
+            .and_then(|c| c.get(Self::shard(slot)))
+            .is_some_and(|&from| seq < from)
+    }
+
     /// Every logged record, decoded, in no particular order (tests compare tables).
     #[cfg(test)]
     pub fn logged_list(&self) -> Vec<UrlKeyRecord> {
-        self.map
-            .values()
+        self.shards
+            .iter()
+            .flat_map(HashMap::values)
             .filter(|p| !p.reserved())
             .filter_map(|p| p.record().ok())
             .collect()
@@ -312,13 +360,14 @@ impl OpenUrls {
         now: DateTime<Utc>,
     ) -> Result<Check, String> {
         let holder = pack_id(referral)?;
-        match self.map.get(&slot) {
+        let m = self.map_mut(&slot);
+        match m.get(&slot) {
             Some(p) if p.holder() == holder => Ok(Check::Held),
             Some(p) => Ok(Check::Other(p.record()?)),
             None => {
                 let mut p = Packed::new(&holder, 1, now, now);
                 p.0[0] |= RESERVED;
-                self.map.insert(slot, p);
+                m.insert(slot, p);
                 Ok(Check::Reserved)
             }
         }
@@ -400,7 +449,12 @@ mod tests {
         // Checks see it; the log's view does not; a snapshot leaves it out.
         assert_eq!(m.get(&s1).unwrap().unwrap().first_referral, a);
         assert_eq!(m.logged(&s1).unwrap(), None);
-        assert_eq!(m.logged_records().count(), 0);
+        let all = |m: &OpenUrls| {
+            (0..SHARDS)
+                .flat_map(|i| m.copy_shard(i))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(all(&m).len(), 0);
         // Closing does not drop it.
         m.remove(&s1);
         assert!(m.get(&s1).unwrap().is_some());
@@ -419,16 +473,24 @@ mod tests {
             Check::Held
         ));
         m.check_and_open(s2, &a, now).unwrap();
-        let snap: Vec<_> = m.logged_records().map(|(s, p)| (*s, *p)).collect();
+        let snap = all(&m);
         assert_eq!(snap.len(), 1);
         assert_eq!(snap[0].0, s1.0);
+        assert_eq!(m.copy_shard(OpenUrls::shard(&s1)), snap);
         // Read back: the same record; a reservation or a repeated slot is refused.
         let mut back = OpenUrls::new();
-        back.insert_logged(snap[0].0, snap[0].1).unwrap();
+        back.insert_logged(snap[0]).unwrap();
         assert_eq!(back.logged(&s1).unwrap(), Some(r));
-        assert!(back.insert_logged(snap[0].0, snap[0].1).is_err());
+        assert!(back.insert_logged(snap[0]).is_err());
         let mut flagged = snap[0].1;
         flagged[0] |= RESERVED;
-        assert!(OpenUrls::new().insert_logged(s2.0, flagged).is_err());
+        assert!(OpenUrls::new().insert_logged((s2.0, flagged)).is_err());
+        // Coverage during a replay: by the slot's shard.
+        let mut seqs = vec![0; SHARDS];
+        seqs[OpenUrls::shard(&s1)] = 10;
+        back.set_covered(Some(seqs));
+        assert!(back.covers(&s1, 9) && !back.covers(&s1, 10));
+        back.set_covered(None);
+        assert!(!back.covers(&s1, 9));
     }
 }

@@ -5,35 +5,47 @@
 //! # The file: `index/urls.snap`
 //!
 //! ```text
-//! magic "RBURLSNP" | version u32 LE (1) | seq u64 LE | keys u64 LE | salt [16]
-//! keys × (slot [16] | record [41])          -- the table's logged records, table order
+//! magic "RBURLSNP" | version u32 LE (2) | salt [16] | shards u32 LE (256)
+//! per shard: seq u64 LE | keys u64 LE | keys × (slot [16] | record [41])
 //! SHA-256 of everything above [32]
 //! ```
 //!
-//! It holds exactly the effects of the entries `0..seq` (never a reservation: see
-//! [`super::urls`]), with the salt the slots were computed with. It sits inside `index/`, so
-//! `audit rebuild-index` (which deletes `index/`) drops it with the rest. It is written to
-//! `urls.snap.tmp`, fsynced, sled is flushed (so the index's `applied` marker is at least
-//! `seq` on disk), then renamed over the old one and the directory fsynced: a crash leaves the
-//! old snapshot or the new one, whole. A file that is missing, damaged (checksum, size,
-//! a record that does not decode) or ahead of the index is not an error: opening logs why and
-//! rebuilds the table from the log (all URL effects from seq 0).
+//! Shard `i` holds exactly the effects, on the keys of that shard, of the entries before its
+//! `seq` (never a reservation: see [`super::urls`]); the slots are those of `salt`. The seqs
+//! differ because the writer copies the shards one after the other, between batches (below);
+//! an entry's URL effect on a key depends only on that key's own state (its record, its
+//! closes, the referral's items: `index.rs`), so opening replays the log from the smallest
+//! seq and applies each entry to the keys of the shards that do not hold it yet: every
+//! entry's effect on every key exactly once.
+//!
+//! The file sits inside `index/`, so `audit rebuild-index` (which deletes `index/`) drops
+//! it with the rest. It is written to `urls.snap.tmp`, fsynced, sled is flushed (so the
+//! index's `applied` marker is at least every shard's seq on disk), then renamed over the old
+//! one and the directory fsynced: a crash leaves the old snapshot or the new one, whole. A
+//! file that is missing, damaged (checksum, size, a record that does not decode or sits in
+//! the wrong shard) or ahead of the index is not an error: opening logs why and rebuilds the
+//! table from the log (all URL effects from seq 0).
 //!
 //! # When
 //!
-//! The writer thread, after applying a batch, takes a snapshot once the URL effects applied
-//! since the last one (replayed ones included) reach max(open keys, 100 000): the cost of a
-//! snapshot (proportional to the open keys) is spread over at least as many events, O(1) per
-//! event, like a doubling array. It copies the table under its lock (a bucket-by-bucket
-//! clone, no rehashing: about 0.1 s per million open keys, during which checks wait), then a
-//! background thread writes the file; one at a time. The writer also takes one when the store
-//! closes, unless the newest on disk already covers the whole log. A failed write is logged
-//! and tried again once as many events have passed again; it is never fatal (the log is the
-//! truth, the snapshot only saves replay).
+//! The writer thread, after applying a batch, starts a snapshot once the URL effects applied
+//! since the last one (replayed ones included) reach max(K, 100 000), K the open keys at the
+//! last one (after open: those loaded). The cost of a snapshot is proportional to the keys
+//! open now, at most K plus one per event since: so it is spread over at least as many
+//! events, O(1) per event, like a doubling array (while keys only open, every event adds
+//! one, and the snapshots come at K, 2K, 4K, …). It then copies shards after each batch, at
+//! least [`COPY_KEYS_PER_BATCH`] keys' worth each time (about 40 000 keys per shard at 10 M
+//! keys: a few milliseconds of the writer, and of checks, which wait for the table's lock
+//! while one shard is copied), and once every shard is copied a background thread writes
+//! the file; one snapshot at a time. On close the writer copies what is left (or all of it)
+//! and writes the file itself, unless the newest on disk already covers the whole log. A
+//! failed write is logged and tried again once as many events have passed again; it is
+//! never fatal (the log is the truth, the snapshot only saves replay).
 //!
-//! Bound on a restart's URL work: the snapshot, plus the URL effects of the entries after
-//! it, which are at most about twice max(open keys, 100 000) (the events before a snapshot
-//! falls due, plus those applied while it is written) after a crash, and none after a close.
+//! Bound on a restart's URL work: the snapshot, plus the URL effects of the entries from its
+//! smallest seq, which after a crash are fewer than max(K, 100 000) plus those applied while
+//! the next snapshot was being copied and written, and none after a close; more only while
+//! snapshot writes fail.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -45,50 +57,77 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 
 use super::index::Index;
-use super::urls::{OpenUrls, RECORD_BYTES, Salt};
+use super::urls::{OpenUrls, RECORD_BYTES, Row, SHARDS, Salt, Slot};
 
 /// The snapshot's file name inside `index/`.
 pub(super) const FILE: &str = "urls.snap";
 const TMP: &str = "urls.snap.tmp";
 const MAGIC: &[u8; 8] = b"RBURLSNP";
-const VERSION: u32 = 1;
-const HEADER: usize = 8 + 4 + 8 + 8 + 16;
+const VERSION: u32 = 2;
+const HEADER: usize = 8 + 4 + 16 + 4;
+const SHARD_HEADER: usize = 8 + 8;
 const ROW: usize = 16 + RECORD_BYTES;
 const SUM: usize = 32;
 
 /// URL effects between snapshots, at least (see the module documentation).
 pub(super) const MIN_EVENTS: u64 = 100_000;
 
+/// Keys copied after each batch while a snapshot is being taken, at least (whole shards).
+pub(super) const COPY_KEYS_PER_BATCH: usize = 65_536;
+
 /// A snapshot read back.
 pub(super) struct Snapshot {
-    /// It holds the effects of entries `0..seq`.
-    pub seq: u64,
+    /// Per shard: it holds the effects of the entries before this seq.
+    pub seqs: Vec<u64>,
     pub salt: Salt,
     pub urls: OpenUrls,
+}
+
+impl Snapshot {
+    /// The first entry whose effects some shard does not hold.
+    pub fn from(&self) -> u64 {
+        self.seqs.iter().copied().min().unwrap_or(0)
+    }
+}
+
+/// The copied shards of a snapshot: per shard, its seq and its logged records.
+pub(super) struct Copy {
+    pub salt: Salt,
+    pub shards: Vec<(u64, Vec<Row>)>,
+    /// Time spent copying (under the table's lock, in the writer).
+    pub time: Duration,
+}
+
+impl Copy {
+    fn keys(&self) -> u64 {
+        self.shards.iter().map(|(_, v)| v.len() as u64).sum()
+    }
+
+    fn from(&self) -> u64 {
+        self.shards.iter().map(|(s, _)| *s).min().unwrap_or(0)
+    }
 }
 
 /// A snapshot written.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Written {
-    pub seq: u64,
+    /// The smallest shard seq.
+    pub from: u64,
     pub keys: u64,
     pub bytes: u64,
     pub time: Duration,
 }
 
-/// Writes the logged records of `urls` as the snapshot of entries `0..seq` in `dir`
-/// (`index/`); `before_rename` runs once the new file is durable, before it replaces the
-/// old one.
+/// Writes `copy` (all [`SHARDS`] shards) as the snapshot in `dir` (`index/`);
+/// `before_rename` runs once the new file is durable, before it replaces the old one.
 pub(super) fn write(
     dir: &Path,
-    seq: u64,
-    salt: &Salt,
-    urls: &OpenUrls,
+    copy: &Copy,
     before_rename: impl FnOnce() -> Result<(), String>,
 ) -> Result<Written, String> {
     let t = Instant::now();
     let tmp = dir.join(TMP);
-    let written = write_tmp(&tmp, seq, salt, urls).and_then(|w| {
+    let written = write_tmp(&tmp, copy).and_then(|bytes| {
         before_rename()?;
         let path = dir.join(FILE);
         std::fs::rename(&tmp, &path)
@@ -96,12 +135,12 @@ pub(super) fn write(
         File::open(dir)
             .and_then(|d| d.sync_all())
             .map_err(|e| format!("fsync {}: {e}", dir.display()))?;
-        Ok(w)
+        Ok(bytes)
     });
     match written {
-        Ok((keys, bytes)) => Ok(Written {
-            seq,
-            keys,
+        Ok(bytes) => Ok(Written {
+            from: copy.from(),
+            keys: copy.keys(),
             bytes,
             time: t.elapsed(),
         }),
@@ -126,9 +165,11 @@ impl<W: Write> Hashing<W> {
     }
 }
 
-fn write_tmp(tmp: &Path, seq: u64, salt: &Salt, urls: &OpenUrls) -> Result<(u64, u64), String> {
+fn write_tmp(tmp: &Path, copy: &Copy) -> Result<u64, String> {
     let fail = |e: std::io::Error| format!("{}: {e}", tmp.display());
-    let keys = urls.logged_records().count() as u64;
+    if copy.shards.len() != SHARDS {
+        return Err(format!("{} shards copied of {SHARDS}", copy.shards.len()));
+    }
     let file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -141,18 +182,21 @@ fn write_tmp(tmp: &Path, seq: u64, salt: &Salt, urls: &OpenUrls) -> Result<(u64,
     };
     w.put(MAGIC).map_err(fail)?;
     w.put(&VERSION.to_le_bytes()).map_err(fail)?;
-    w.put(&seq.to_le_bytes()).map_err(fail)?;
-    w.put(&keys.to_le_bytes()).map_err(fail)?;
-    w.put(&salt.0).map_err(fail)?;
-    for (slot, record) in urls.logged_records() {
-        w.put(slot).map_err(fail)?;
-        w.put(record).map_err(fail)?;
+    w.put(&copy.salt.0).map_err(fail)?;
+    w.put(&(SHARDS as u32).to_le_bytes()).map_err(fail)?;
+    for (seq, rows) in &copy.shards {
+        w.put(&seq.to_le_bytes()).map_err(fail)?;
+        w.put(&(rows.len() as u64).to_le_bytes()).map_err(fail)?;
+        for (slot, record) in rows {
+            w.put(slot).map_err(fail)?;
+            w.put(record).map_err(fail)?;
+        }
     }
     let sum = w.sum.finalize();
     let mut file = w.inner.into_inner().map_err(|e| fail(e.into_error()))?;
     file.write_all(&sum).map_err(fail)?;
     file.sync_all().map_err(fail)?;
-    Ok((keys, (HEADER + ROW * keys as usize + SUM) as u64))
+    Ok((HEADER + SHARDS * SHARD_HEADER + ROW * copy.keys() as usize + SUM) as u64)
 }
 
 /// Reads the snapshot in `dir` (`index/`): `Ok(None)` if there is none, `Err(why)` if it
@@ -164,79 +208,88 @@ pub(super) fn read(dir: &Path) -> Result<Option<Snapshot>, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(format!("{}: {e}", path.display())),
     };
-    let fail = |e: std::io::Error| format!("{}: {e}", path.display());
-    let size = file.metadata().map_err(fail)?.len();
-    let mut r = BufReader::with_capacity(1 << 20, file);
-    let mut sum = Sha256::new();
-    let mut header = [0u8; HEADER];
-    r.read_exact(&mut header)
-        .map_err(|_| format!("{}: shorter than its header", path.display()))?;
-    sum.update(header);
-    let int = |at: usize| {
-        let mut b = [0u8; 8];
-        b.copy_from_slice(&header[at..at + 8]);
-        u64::from_le_bytes(b)
-    };
-    if &header[..8] != MAGIC {
-        return Err(format!("{}: not a URL snapshot", path.display()));
-    }
-    let mut v = [0u8; 4];
-    v.copy_from_slice(&header[8..12]);
-    if u32::from_le_bytes(v) != VERSION {
-        return Err(format!(
-            "{}: version {}, this build reads {VERSION}",
-            path.display(),
-            u32::from_le_bytes(v)
-        ));
-    }
-    let (seq, keys) = (int(12), int(20));
-    let mut salt = [0u8; 16];
-    salt.copy_from_slice(&header[28..44]);
-    let expected = keys
-        .checked_mul(ROW as u64)
-        .and_then(|n| n.checked_add((HEADER + SUM) as u64));
-    if expected != Some(size) {
-        return Err(format!(
-            "{}: {size} bytes, but its header says {keys} keys",
-            path.display()
-        ));
-    }
-    let mut urls = OpenUrls::new();
-    urls.reserve(usize::try_from(keys).map_err(|_| "too many keys".to_owned())?);
-    let mut row = [0u8; ROW];
-    for _ in 0..keys {
-        r.read_exact(&mut row).map_err(fail)?;
-        sum.update(row);
-        let mut slot = [0u8; 16];
-        slot.copy_from_slice(&row[..16]);
-        let mut record = [0u8; RECORD_BYTES];
-        record.copy_from_slice(&row[16..]);
-        urls.insert_logged(slot, record)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-    }
-    let mut stored = [0u8; SUM];
-    r.read_exact(&mut stored).map_err(fail)?;
-    if stored[..] != sum.finalize()[..] {
-        return Err(format!("{}: checksum does not match", path.display()));
-    }
-    Ok(Some(Snapshot {
-        seq,
-        salt: Salt(salt),
-        urls,
-    }))
+    read_from(file)
+        .map(Some)
+        .map_err(|e| format!("{}: {e}", path.display()))
 }
 
-/// The writer's side: when a snapshot is due, the one in flight, and the newest on disk.
+/// Reads `n` bytes, hashing them.
+fn take<const N: usize>(r: &mut impl Read, sum: &mut Sha256) -> Result<[u8; N], String> {
+    let mut b = [0u8; N];
+    r.read_exact(&mut b)
+        .map_err(|e| format!("cut short ({e})"))?;
+    sum.update(b);
+    Ok(b)
+}
+
+fn read_from(file: File) -> Result<Snapshot, String> {
+    let size = file.metadata().map_err(|e| e.to_string())?.len();
+    let mut r = BufReader::with_capacity(1 << 20, file);
+    let mut sum = Sha256::new();
+    if &take::<8>(&mut r, &mut sum)? != MAGIC {
+        return Err("not a URL snapshot".into());
+    }
+    let version = u32::from_le_bytes(take(&mut r, &mut sum)?);
+    if version != VERSION {
+        return Err(format!("version {version}, this build reads {VERSION}"));
+    }
+    let salt = Salt(take(&mut r, &mut sum)?);
+    let shards = u32::from_le_bytes(take(&mut r, &mut sum)?);
+    if shards as usize != SHARDS {
+        return Err(format!("{shards} shards, this build has {SHARDS}"));
+    }
+    let mut left = size.checked_sub((HEADER + SUM) as u64).ok_or("cut short")?;
+    let mut urls = OpenUrls::new();
+    let mut seqs = Vec::with_capacity(SHARDS);
+    for i in 0..SHARDS {
+        let seq = u64::from_le_bytes(take(&mut r, &mut sum)?);
+        let keys = u64::from_le_bytes(take(&mut r, &mut sum)?);
+        left = keys
+            .checked_mul(ROW as u64)
+            .and_then(|n| left.checked_sub(n + SHARD_HEADER as u64))
+            .ok_or_else(|| format!("shard {i} says {keys} keys, more than the file holds"))?;
+        urls.reserve_shard(i, usize::try_from(keys).map_err(|e| e.to_string())?);
+        for _ in 0..keys {
+            let row: [u8; ROW] = take(&mut r, &mut sum)?;
+            let mut slot = [0u8; 16];
+            slot.copy_from_slice(&row[..16]);
+            let mut record = [0u8; RECORD_BYTES];
+            record.copy_from_slice(&row[16..]);
+            if OpenUrls::shard(&Slot(slot)) != i {
+                return Err(format!("a record of another shard in shard {i}"));
+            }
+            urls.insert_logged((slot, record))?;
+        }
+        seqs.push(seq);
+    }
+    if left != 0 {
+        return Err(format!("{left} bytes more than its shards hold"));
+    }
+    let mut stored = [0u8; SUM];
+    r.read_exact(&mut stored)
+        .map_err(|e| format!("cut short ({e})"))?;
+    if stored[..] != sum.finalize()[..] {
+        return Err("checksum does not match".into());
+    }
+    Ok(Snapshot { seqs, salt, urls })
+}
+
+/// The writer's side: when a snapshot is due, the one being copied or written, and the
+/// newest on disk.
 pub(super) struct Snapshots {
     index: Arc<Index>,
     /// `index/`.
     dir: PathBuf,
-    /// Seq of the newest snapshot on disk (none usable: `None`).
+    /// The smallest shard seq of the newest snapshot on disk (none usable: `None`).
     on_disk: Option<u64>,
-    /// URL effects applied (as counted by the index) when the last snapshot was copied.
-    events_at_copy: u64,
-    /// Seq, how long copying the table took, the thread writing it.
-    in_flight: Option<(u64, Duration, JoinHandle<Result<Written, String>>)>,
+    /// URL effects applied (as counted by the index) when the last snapshot was started.
+    events_at_start: u64,
+    /// Open keys then (after open: the keys loaded).
+    open_at_start: u64,
+    /// The shards copied so far of the snapshot being taken.
+    copying: Option<Copy>,
+    /// The thread writing the last one copied.
+    writing: Option<JoinHandle<(Duration, Result<Written, String>)>>,
 }
 
 impl Snapshots {
@@ -245,66 +298,101 @@ impl Snapshots {
         Self {
             dir: index.path().to_owned(),
             on_disk,
-            events_at_copy: 0,
-            in_flight: None,
+            events_at_start: 0,
+            open_at_start: index.url_memory().0,
+            copying: None,
+            writing: None,
             index,
         }
     }
 
-    /// After the writer applied a batch (the log and the index hold `size` entries): starts
-    /// a snapshot in the background if one is due and none is in flight. Due: after
-    /// max(open keys, [`MIN_EVENTS`]) URL effects since the last one, or (tests) `every`.
-    pub fn after_batch(&mut self, size: u64, every: Option<u64>) {
+    /// After the writer applied a batch (the log and the index hold `size` entries):
+    /// continues the copy in progress, or starts one if a snapshot is due and none is being
+    /// written. Due: after max(open keys at the last one, [`MIN_EVENTS`]) URL effects since,
+    /// or (tests) `every`. Copies at least `budget` keys (an empty shard counts one) per
+    /// batch: [`COPY_KEYS_PER_BATCH`] except in tests.
+    pub fn after_batch(&mut self, size: u64, every: Option<u64>, budget: usize) {
         self.reap(false);
-        if self.in_flight.is_some() {
-            return;
+        if self.copying.is_none() {
+            if self.writing.is_some() {
+                return;
+            }
+            let events = self.index.url_events();
+            let due = every.unwrap_or_else(|| self.open_at_start.max(MIN_EVENTS));
+            if events - self.events_at_start < due {
+                return;
+            }
+            self.events_at_start = events;
+            self.open_at_start = self.index.url_memory().0;
+            self.copying = Some(Copy {
+                salt: self.index.url_salt(),
+                shards: Vec::with_capacity(SHARDS),
+                time: Duration::ZERO,
+            });
         }
-        let events = self.index.url_events();
-        let due = every.unwrap_or_else(|| self.index.url_memory().0.max(MIN_EVENTS));
-        if events - self.events_at_copy < due {
-            return;
+        if self.copy(size, budget) {
+            self.start_writing();
         }
+    }
+
+    /// Copies shards at `size` until at least `keys` keys are copied or every shard is;
+    /// true once every shard is.
+    fn copy(&mut self, size: u64, keys: usize) -> bool {
+        let Some(c) = &mut self.copying else {
+            return false;
+        };
         let t = Instant::now();
-        let (salt, urls) = self.index.url_snapshot_copy();
-        let copy = t.elapsed();
-        self.events_at_copy = events;
-        let (index, dir) = (self.index.clone(), self.dir.clone());
+        let mut copied = 0;
+        while c.shards.len() < SHARDS && copied < keys {
+            let rows = self.index.url_copy_shard(c.shards.len());
+            copied += rows.len().max(1);
+            c.shards.push((size, rows));
+        }
+        c.time += t.elapsed();
+        c.shards.len() == SHARDS
+    }
+
+    fn start_writing(&mut self) {
+        let Some(copy) = self.copying.take() else {
+            return;
+        };
+        let index = self.index.clone();
+        let dir = self.dir.clone();
         let spawned = std::thread::Builder::new()
             .name("url-snapshot".into())
             .spawn(move || {
-                write(&dir, size, &salt, &urls, || {
-                    index.flush().map_err(|e| e.to_string())
-                })
+                let w = write(&dir, &copy, || index.flush().map_err(|e| e.to_string()));
+                (copy.time, w)
             });
         match spawned {
-            Ok(h) => self.in_flight = Some((size, copy, h)),
+            Ok(h) => self.writing = Some(h),
             Err(e) => tracing::warn!("cannot start the URL snapshot thread: {e}"),
         }
     }
 
-    /// Waits for the snapshot in flight (`wait`), or collects it if it is done.
+    /// Waits for the snapshot being written (`wait`), or collects it if it is done.
     pub fn reap(&mut self, wait: bool) {
-        let done = self
-            .in_flight
+        if !self
+            .writing
             .as_ref()
-            .is_some_and(|(_, _, h)| wait || h.is_finished());
-        if !done {
+            .is_some_and(|h| wait || h.is_finished())
+        {
             return;
         }
-        if let Some((seq, copy, h)) = self.in_flight.take() {
-            let r = h
+        if let Some(h) = self.writing.take() {
+            let (copy, r) = h
                 .join()
-                .unwrap_or_else(|_| Err("the snapshot thread panicked".into()));
-            self.record(seq, copy, r);
+                .unwrap_or_else(|_| (Duration::ZERO, Err("the snapshot thread panicked".into())));
+            self.record(copy, r);
         }
     }
 
-    fn record(&mut self, seq: u64, copy: Duration, r: Result<Written, String>) {
+    fn record(&mut self, copy: Duration, r: Result<Written, String>) {
         match r {
             Ok(w) => {
-                self.on_disk = Some(w.seq);
+                self.on_disk = Some(w.from);
                 tracing::info!(
-                    seq = w.seq,
+                    from = w.from,
                     keys = w.keys,
                     bytes = w.bytes,
                     copy_secs = copy.as_secs_f64(),
@@ -313,28 +401,34 @@ impl Snapshots {
                 );
             }
             Err(e) => tracing::warn!(
-                seq,
                 "writing the URL snapshot failed (the log replays instead; tried again later): {e}"
             ),
         }
     }
 
-    /// On close (the log and the index hold `size` entries): waits for the one in flight,
-    /// then writes one covering the whole log unless the newest on disk does.
+    /// On close (the log and the index hold `size` entries): waits for the one being
+    /// written, finishes the one being copied, or takes one covering the whole log unless
+    /// the newest on disk does; writes it here.
     pub fn finish(&mut self, size: u64) {
         self.reap(true);
-        if self.on_disk == Some(size) {
-            return;
+        if self.copying.is_none() {
+            if self.on_disk == Some(size) {
+                return;
+            }
+            self.copying = Some(Copy {
+                salt: self.index.url_salt(),
+                shards: Vec::with_capacity(SHARDS),
+                time: Duration::ZERO,
+            });
         }
-        let t = Instant::now();
-        let (salt, urls) = self.index.url_snapshot_copy();
-        let copy = t.elapsed();
-        self.events_at_copy = self.index.url_events();
-        let index = &self.index;
-        let r = write(&self.dir, size, &salt, &urls, || {
-            index.flush().map_err(|e| e.to_string())
-        });
-        self.record(size, copy, r);
+        self.copy(size, usize::MAX);
+        if let Some(copy) = self.copying.take() {
+            let index = &self.index;
+            let r = write(&self.dir, &copy, || {
+                index.flush().map_err(|e| e.to_string())
+            });
+            self.record(copy.time, r);
+        }
     }
 }
 
@@ -345,7 +439,7 @@ mod tests {
     use crate::store::records::UrlKeyRecord;
     use chrono::{SubsecRound, Utc};
 
-    fn table(salt: &Salt, n: u8) -> OpenUrls {
+    fn table(salt: &Salt, n: u16) -> OpenUrls {
         let now = Utc::now().trunc_subsecs(3);
         let mut m = OpenUrls::new();
         for i in 0..n {
@@ -356,43 +450,57 @@ mod tests {
                 first_seen: now,
                 last_seen: now,
             };
-            m.put(salt.slot(&[b'd', 0, i]), &r).unwrap();
+            m.put(salt.slot(&[&b"d\x00"[..], &i.to_le_bytes()].concat()), &r)
+                .unwrap();
         }
         m
     }
 
+    /// Every shard copied, shard `i` at seq `base + i`.
+    fn copy(salt: &Salt, urls: &OpenUrls, base: u64) -> Copy {
+        Copy {
+            salt: *salt,
+            shards: (0..SHARDS)
+                .map(|i| (base + i as u64, urls.copy_shard(i)))
+                .collect(),
+            time: Duration::ZERO,
+        }
+    }
+
     #[test]
-    fn a_snapshot_reads_back_whole_and_without_reservations() {
+    fn a_snapshot_reads_back_whole_with_its_shard_seqs_and_without_reservations() {
         let dir = tempfile::tempdir().unwrap();
         assert!(read(dir.path()).unwrap().is_none());
         let salt = Salt::random().unwrap();
-        let mut urls = table(&salt, 200);
+        let mut urls = table(&salt, 2000);
         let reserved = salt.slot(b"d\x00reserved");
         urls.check_and_open(reserved, &EnvelopeId::new_v7(), Utc::now())
             .unwrap();
         let mut flushed = false;
-        let w = write(dir.path(), 77, &salt, &urls, || {
+        let w = write(dir.path(), &copy(&salt, &urls, 77), || {
             flushed = true;
             Ok(())
         })
         .unwrap();
         assert!(flushed);
-        assert_eq!((w.seq, w.keys), (77, 200));
+        assert_eq!((w.from, w.keys), (77, 2000));
         let len = std::fs::metadata(dir.path().join(FILE)).unwrap().len();
         assert_eq!(len, w.bytes);
         assert!(!dir.path().join(TMP).exists());
         let snap = read(dir.path()).unwrap().unwrap();
-        assert_eq!(snap.seq, 77);
+        assert_eq!(snap.from(), 77);
+        assert_eq!(snap.seqs, (77..77 + SHARDS as u64).collect::<Vec<_>>());
         assert!(snap.salt == salt);
-        assert_eq!(snap.urls.len(), 200);
+        assert_eq!(snap.urls.len(), 2000);
         assert_eq!(snap.urls.get(&reserved).unwrap(), None);
-        let mut a = urls.logged_list();
-        let mut b = snap.urls.logged_list();
-        a.sort_by_key(|r| r.count);
-        b.sort_by_key(|r| r.count);
-        assert_eq!(a, b);
-        for i in 0..200u8 {
-            let s = salt.slot(&[b'd', 0, i]);
+        let sorted = |m: &OpenUrls| {
+            let mut v = m.logged_list();
+            v.sort_by_key(|r| r.count);
+            v
+        };
+        assert_eq!(sorted(&urls), sorted(&snap.urls));
+        for i in 0..2000u16 {
+            let s = salt.slot(&[&b"d\x00"[..], &i.to_le_bytes()].concat());
             assert_eq!(snap.urls.logged(&s).unwrap(), urls.logged(&s).unwrap());
         }
     }
@@ -401,12 +509,20 @@ mod tests {
     fn a_damaged_snapshot_is_refused_and_a_failed_write_keeps_the_old_one() {
         let dir = tempfile::tempdir().unwrap();
         let salt = Salt::random().unwrap();
-        let urls = table(&salt, 10);
-        write(dir.path(), 5, &salt, &urls, || Ok(())).unwrap();
+        let urls = table(&salt, 300);
+        write(dir.path(), &copy(&salt, &urls, 5), || Ok(())).unwrap();
         let path = dir.path().join(FILE);
         let good = std::fs::read(&path).unwrap();
         // One bit anywhere: the checksum (or the header) says so.
-        for at in [0, 13, HEADER + 3, HEADER + ROW * 4 + 20, good.len() - 1] {
+        for at in [
+            0,
+            9,
+            20,
+            HEADER + 3,
+            HEADER + 40,
+            good.len() / 2,
+            good.len() - 1,
+        ] {
             let mut bad = good.clone();
             bad[at] ^= 0x04;
             std::fs::write(&path, &bad).unwrap();
@@ -421,11 +537,16 @@ mod tests {
         assert!(read(dir.path()).is_err());
         // A write that fails before the rename leaves the previous file and no temp file.
         std::fs::write(&path, &good).unwrap();
-        let err = write(dir.path(), 9, &salt, &table(&salt, 3), || {
+        let err = write(dir.path(), &copy(&salt, &table(&salt, 3), 9), || {
             Err("flush failed".into())
         });
         assert!(err.is_err());
         assert!(!dir.path().join(TMP).exists());
-        assert_eq!(read(dir.path()).unwrap().unwrap().seq, 5);
+        assert_eq!(read(dir.path()).unwrap().unwrap().from(), 5);
+        // Not every shard copied: refused before anything is written.
+        let mut partial = copy(&salt, &urls, 9);
+        partial.shards.pop();
+        assert!(write(dir.path(), &partial, || Ok(())).is_err());
+        assert_eq!(read(dir.path()).unwrap().unwrap().from(), 5);
     }
 }

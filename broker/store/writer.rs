@@ -28,7 +28,7 @@ use super::index::Index;
 use super::records::{EntryPos, TreeHead};
 use super::segment::{self, MAX_CHUNK_BYTES};
 use super::tree::Frontier;
-use super::urlsnap::Snapshots;
+use super::urlsnap::{self, Snapshots};
 use super::{StoreConfig, StoreError};
 
 /// What the store shares with the writer: the tree as of the last durable batch, and when
@@ -69,8 +69,10 @@ pub(super) struct Faults {
     /// Write no URL snapshot, not even on close (as if the process were killed).
     pub no_url_snapshots: AtomicBool,
     /// If not 0: a snapshot after this many URL events (instead of max(open keys,
-    /// [`super::urlsnap::MIN_EVENTS`])), and the writer waits for each snapshot it starts.
+    /// [`urlsnap::MIN_EVENTS`])), and the writer waits for each snapshot it starts.
     pub url_snapshot_every: std::sync::atomic::AtomicU64,
+    /// If not 0: keys (an empty shard counts one) a snapshot copies per batch.
+    pub url_copy_budget: std::sync::atomic::AtomicUsize,
 }
 
 /// The store's side of the writer.
@@ -276,23 +278,30 @@ impl Writer {
     /// the batch is answered (`answered` false) and after; acts after, except in tests that
     /// ask for frequent snapshots, which want each on disk when their append returns.
     fn snapshot_if_due(&mut self, answered: bool) {
+        #[allow(unused_mut)]
+        let mut budget = urlsnap::COPY_KEYS_PER_BATCH;
         #[cfg(test)]
         {
             if self.faults.no_url_snapshots.load(Ordering::SeqCst) {
                 return;
             }
+            match self.faults.url_copy_budget.load(Ordering::SeqCst) {
+                0 => {}
+                b => budget = b,
+            }
             let every = self.faults.url_snapshot_every.load(Ordering::SeqCst);
             if every > 0 {
                 if !answered {
                     self.snapshots
-                        .after_batch(self.frontier.size(), Some(every));
+                        .after_batch(self.frontier.size(), Some(every), budget);
                     self.snapshots.reap(true);
                 }
                 return;
             }
         }
         if answered {
-            self.snapshots.after_batch(self.frontier.size(), None);
+            self.snapshots
+                .after_batch(self.frontier.size(), None, budget);
         }
     }
 
