@@ -1014,3 +1014,171 @@ fn a_snapshot_copied_over_several_batches_replays_each_shard_from_its_own_seq() 
         );
     }
 }
+
+/// Set in the child process of [`a_sigkill_leaves_the_url_table_a_rebuild_would_give`].
+const URL_CRASH_CHILD: &str = "REFBROKER_URL_CRASH_CHILD_DIR";
+
+fn crash_key(n: u64) -> UrlKey {
+    UrlKey(<sha2::Sha256 as sha2::Digest>::digest(n.to_le_bytes()).into())
+}
+
+fn crash_dest(n: u64) -> ParticipantId {
+    pid(if n.is_multiple_of(2) {
+        "de.eco"
+    } else {
+        "nl.ehk"
+    })
+}
+
+/// The child: four threads of referrals (5 new keys and 5 earlier ones each, checked, then
+/// logged; every 7th also has one of its keys removed), snapshots every 500 URL effects,
+/// copied 40 keys per batch; prints what it logged until it is killed.
+#[test]
+fn url_crash_child() {
+    use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
+    let Ok(dir) = std::env::var(URL_CRASH_CHILD) else {
+        return;
+    };
+    let (s, _) = open(Path::new(&dir));
+    s.faults().url_snapshot_every.store(500, SeqCst);
+    s.faults().url_copy_budget.store(40, SeqCst);
+    let next = AtomicU64::new(0);
+    std::thread::scope(|sc| {
+        for t in 0..4u64 {
+            let (s, next) = (&s, &next);
+            sc.spawn(move || {
+                let mut rng = 0x9e37_79b9_7f4a_7c15u64 ^ t;
+                for r in 0u64.. {
+                    rng ^= rng << 13;
+                    rng ^= rng >> 7;
+                    rng ^= rng << 17;
+                    let first = next.fetch_add(5, SeqCst);
+                    let mut keys: Vec<u64> = (first..first + 5).collect();
+                    keys.extend((0..5).map(|i| rng.rotate_left(i * 12) % (first + 1)));
+                    let id = EnvelopeId::new_v7();
+                    let items = keys
+                        .iter()
+                        .map(|&n| ItemFacts {
+                            url_key: crash_key(n),
+                            hashes: Vec::new(),
+                        })
+                        .collect();
+                    let mut entries = vec![received(&id, "fr.pointdecontact", items)];
+                    for dest in [pid("de.eco"), pid("nl.ehk")] {
+                        let (mut opened, mut dups) = (Vec::new(), Vec::new());
+                        for (i, &n) in keys.iter().enumerate() {
+                            if crash_dest(n) != dest || keys[..i].contains(&n) {
+                                continue;
+                            }
+                            match s
+                                .url_check_and_open(&dest, &crash_key(n), &id, Utc::now())
+                                .unwrap()
+                            {
+                                UrlCheck::Opened => opened.push(i as u16),
+                                UrlCheck::Duplicate { first_referral, .. } => {
+                                    dups.push(DuplicateItem {
+                                        item: i as u16,
+                                        url_key: crash_key(n),
+                                        first_referral,
+                                    })
+                                }
+                            }
+                        }
+                        if !opened.is_empty() {
+                            entries.push(routed(&id, "fr.pointdecontact", dest.as_str(), opened));
+                        }
+                        if !dups.is_empty() {
+                            entries.push(
+                                NewEntry::new(Event::Duplicate(Duplicate { items: dups }))
+                                    .envelope(id.clone())
+                                    .participant(pid("fr.pointdecontact"))
+                                    .destination(dest),
+                            );
+                        }
+                    }
+                    s.append_blocking(entries).unwrap();
+                    if r % 7 == 3 {
+                        let dest = crash_dest(keys[0]);
+                        s.append_blocking(vec![removed(&id, 0, dest.as_str())])
+                            .unwrap();
+                    }
+                    println!("logged {} {}", r, first + 5);
+                }
+            });
+        }
+    });
+}
+
+/// Issue 5: killed at any moment (between snapshots, while one is copied or written), the
+/// store reopens to the URL table that replaying the whole log gives, key for key.
+#[test]
+fn a_sigkill_leaves_the_url_table_a_rebuild_would_give() {
+    use std::io::BufRead;
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "store::tests::url_crash_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(URL_CRASH_CHILD, dir.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut logged, mut keys) = (0, 0u64);
+    while logged < 2500 {
+        let line = lines.next().expect("the child stopped early").unwrap();
+        if let Some(rest) = line.strip_prefix("logged ") {
+            logged += 1;
+            let n = rest.split(' ').nth(1).unwrap().parse::<u64>().unwrap();
+            keys = keys.max(n);
+        }
+    }
+    child.kill().unwrap(); // SIGKILL, mid-stream
+    child.wait().unwrap();
+    // Keys handed out after the last line read may be in the log too.
+    let keys = keys + 4 * 5 * 50;
+    let state = |s: &Store| -> Vec<Option<UrlKeyRecord>> {
+        (0..keys)
+            .map(|n| s.url_key(&crash_dest(n), &crash_key(n)).unwrap())
+            .collect()
+    };
+
+    let index = dir.path().join("index");
+    let snap = urlsnap::read(&index)
+        .unwrap()
+        .expect("the child wrote snapshots");
+    let (s, r) = open(dir.path());
+    assert!(r.url_load.keys > 5000, "{r:?}");
+    assert!(
+        snap.from() < r.entries,
+        "the log goes on after the snapshot"
+    );
+    let (table, after_crash) = (url_table(&s), state(&s));
+    assert!(
+        after_crash
+            .iter()
+            .any(|r| r.as_ref().is_some_and(|r| !r.open))
+    );
+    assert!(
+        after_crash
+            .iter()
+            .any(|r| r.as_ref().is_some_and(|r| r.count > 1))
+    );
+    s.faults()
+        .no_url_snapshots
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    drop(s);
+
+    std::fs::remove_dir_all(&index).unwrap();
+    let (s, r) = open(dir.path());
+    assert_eq!(r.replayed, r.entries, "rebuilt from the log alone");
+    assert_eq!(url_table(&s), table);
+    let rebuilt = state(&s);
+    for (n, (a, b)) in after_crash.iter().zip(&rebuilt).enumerate() {
+        assert_eq!(a, b, "key {n}");
+    }
+}
