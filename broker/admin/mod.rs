@@ -149,12 +149,12 @@ impl std::fmt::Debug for Observer {
 }
 
 impl Observer {
-    /// Queues a copy of `entries` for the figures (never blocks, never fails the caller).
-    pub fn record(&self, entries: &[Entry]) {
+    /// Queues `entries` for the figures (never blocks, never fails the caller).
+    pub fn record(&self, entries: Vec<Entry>) {
         if let Some(tx) = self.tx.get()
             && !entries.is_empty()
         {
-            let _ = tx.send(entries.to_vec());
+            let _ = tx.send(entries);
         }
     }
 }
@@ -341,6 +341,9 @@ fn read_log(shared: Arc<Shared>, end: u64) {
     );
 }
 
+/// How long the history thread lets appends gather after the first one it is woken for.
+const FOLLOW_GATHER: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// The history thread, then: every batch the pipeline appends, until the admin side is gone
 /// (it holds no strong reference, so the store can close and be dropped).
 fn follow(shared: Weak<Shared>, end: u64, rx: std::sync::mpsc::Receiver<Vec<Entry>>) {
@@ -355,6 +358,11 @@ fn follow(shared: Weak<Shared>, end: u64, rx: std::sync::mpsc::Receiver<Vec<Entr
             }
             Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => return,
         };
+        // Let the batches of the next moment gather, then take them all at once: one wake-up
+        // of this thread (and one lock of the history) per period, not per append (issue 7).
+        std::thread::sleep(FOLLOW_GATHER);
+        let mut live: Vec<Entry> = batch.into_iter().filter(|e| e.seq.get() >= end).collect();
+        live.extend(rx.try_iter().flatten().filter(|e| e.seq.get() >= end));
         let Some(shared) = shared.upgrade() else {
             return;
         };
@@ -365,7 +373,6 @@ fn follow(shared: Weak<Shared>, end: u64, rx: std::sync::mpsc::Receiver<Vec<Entr
             store,
             countries: &shared.countries,
         };
-        let live: Vec<Entry> = batch.into_iter().filter(|e| e.seq.get() >= end).collect();
         apply_all(&shared, &facts, &live, Utc::now(), true);
     }
 }

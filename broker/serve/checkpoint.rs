@@ -71,7 +71,7 @@ pub async fn cut(pipeline: &Pipeline, force: bool) -> Result<Option<Cut>, Failur
             .participant(broker.clone()),
         ])
         .await?;
-    pipeline.observer.record(&appended);
+    pipeline.observer.record(appended);
 
     let envelope = Envelope::new(broker.clone(), Body::Checkpoint(cp.to_wire()));
     let signed = notice::sign_envelope(&pipeline.signer, envelope)

@@ -36,7 +36,10 @@
 //! max_held = 64                       # of its messages held in memory while over the rate
 //! notice_every_secs = 60              # at most one rate_limited notice per this period
 //!
-//! [store]                             # optional: crate::store::StoreConfig
+//! [store]                             # optional: crate::store::StoreConfig, e.g.
+//! commit_wait_us = 0                  # group commit: no wait for more appends after the first
+//! flush_index_each_batch = false      # the log and the bodies are fsynced before every answer;
+//!                                     # the index (derived from the log) every 500 ms and on close
 //! [routing]                           # optional: crate::route::RoutingConfig
 //! [admin]                             # optional: crate::admin::AdminSection (operators' HTTP)
 //! ```

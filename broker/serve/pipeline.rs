@@ -623,12 +623,12 @@ impl Pipeline {
             }
         }
         let appended = self.store.append(entries).await?;
-        self.observer.record(&appended);
         let mut routed_seq: BTreeMap<ParticipantId, Seq> = appended
             .iter()
             .filter(|e| e.event.name() == "routed")
             .filter_map(|e| Some((e.destination.clone()?, e.seq)))
             .collect();
+        self.observer.record(appended);
         for (dest, outcome) in &rec.destinations {
             if let Some((_, seq)) = &outcome.routed {
                 routed_seq.entry(dest.clone()).or_insert(*seq);
@@ -908,9 +908,10 @@ impl Pipeline {
                     entry,
                 ])
                 .await?;
-            self.observer.record(&appended);
-            match appended.get(1) {
-                Some(e) => e.seq,
+            let seq = appended.get(1).map(|e| e.seq);
+            self.observer.record(appended);
+            match seq {
+                Some(seq) => seq,
                 None => {
                     return Err(Failure::Fatal(
                         "append returned fewer entries than given".into(),
@@ -1163,7 +1164,7 @@ impl Pipeline {
         Stats::add(&self.stats.notices, notices);
         if !records.is_empty() {
             let appended = self.store.append(records).await?;
-            self.observer.record(&appended);
+            self.observer.record(appended);
         }
         if failures.is_empty() {
             Ok(())

@@ -61,10 +61,11 @@
 //!   detected by its length/check and truncated on open. Damage anywhere else (a bad frame
 //!   followed by more than one batch of data, or in a segment that is not the last) is an
 //!   error ([`StoreError::Corrupt`]), never silently skipped.
-//! - sled is at worst behind the log: it records the last seq it applied in the same atomic
-//!   batch as the effects of that entry, and open replays every entry after it. Each entry
-//!   is applied exactly once. A lost or damaged `index/` costs a rebuild
-//!   ([`rebuild_index`]), never evidence.
+//! - sled is at worst behind the log (it is flushed by itself every 500 ms and on close, not
+//!   with each batch unless [`StoreConfig::flush_index_each_batch`]): it records the last seq
+//!   it applied in the same atomic batch as the effects of that entry, and open replays every
+//!   entry after it. Each entry is applied exactly once. A lost or damaged `index/` costs a
+//!   rebuild ([`rebuild_index`]), never evidence.
 //! - The open URL keys come back as the log has them: the last snapshot (written whole or
 //!   not at all: temp file, fsync, rename; never ahead of sled, which is flushed first) plus
 //!   the URL effects of every entry after it, each once per key. The URL work on open is
@@ -145,8 +146,12 @@ pub struct StoreConfig {
     /// microseconds. 0 (default): no wait; requests that arrive during an fsync form the
     /// next batch anyway.
     pub commit_wait_us: u64,
-    /// Flush sled (and the body store) after applying each batch, before answering
-    /// (default true; see the module documentation for why correctness does not depend on it).
+    /// Flush the index (sled) after applying each batch, before answering. Default false:
+    /// the index is derived from the log, which is fsynced before every answer, and open
+    /// replays whatever sled lost in a crash (see the module documentation); sled flushes
+    /// itself every 500 ms, a URL snapshot flushes it first, and closing the store flushes it.
+    /// The body store is flushed after every batch whatever this says: bodies are not in the
+    /// log. True costs one more fsync and a smaller sled write per batch.
     pub flush_index_each_batch: bool,
     /// A checkpoint is due after this many entries since the last one (default 1000).
     pub checkpoint_every_entries: u64,
@@ -161,7 +166,7 @@ impl Default for StoreConfig {
             segment_bytes: 64 * 1024 * 1024,
             commit_max_entries: 4096,
             commit_wait_us: 0,
-            flush_index_each_batch: true,
+            flush_index_each_batch: false,
             checkpoint_every_entries: 1000,
             checkpoint_every_secs: 300,
         }

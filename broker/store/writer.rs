@@ -3,8 +3,8 @@
 //! One OS thread owns the open segment file. It takes every request waiting (up to
 //! [`StoreConfig::commit_max_entries`]), assigns consecutive seqs and one time, writes the
 //! frames, `sync_data`s, applies the entries to the indexes (one atomic sled batch with the
-//! new frontier, and the in-memory URL table), optionally flushes sled, and then answers
-//! every request of the batch. Then it starts a snapshot of the URL table if one is due
+//! new frontier, and the in-memory URL table), flushes the body store (and sled's index only
+//! if [`StoreConfig::flush_index_each_batch`]), and then answers every request of the batch. Then it starts a snapshot of the URL table if one is due
 //! ([`super::urlsnap`]), and it writes one when the store closes.
 //! On a failure nothing of the batch stays: the file is cut back to where the batch began.
 //! A failed fsync, a failed cut or a failed index update poisons the writer: every later
@@ -461,9 +461,11 @@ impl Writer {
         let indexed = self.index.apply(&all, &self.frontier).and_then(|()| {
             if self.config.flush_index_each_batch {
                 self.index.flush()?;
-                self.bodies.flush()?;
             }
-            Ok(())
+            // The bodies are not in the log: the ones this batch names (stored just before it
+            // was appended) must be durable before it is answered. The index need not be: it
+            // is derived from the log, and open replays what sled lost.
+            self.bodies.flush()
         });
         {
             let mut st = lock(&self.state);
