@@ -520,30 +520,12 @@ impl Store {
             if let Ok(rx) = old.writer.close() {
                 let _ = rx.blocking_recv();
             }
-            // In-flight callers may still hold the parts for a moment: sled's lock of the
-            // index is released only when the last handle goes.
-            let deadline = std::time::Instant::now() + Duration::from_secs(10);
-            let mut old = old;
-            loop {
-                match Arc::try_unwrap(old) {
-                    Ok(parts) => {
-                        drop(parts);
-                        break;
-                    }
-                    Err(still) if std::time::Instant::now() < deadline => {
-                        old = still;
-                        std::thread::sleep(Duration::from_millis(20));
-                    }
-                    Err(_) => {
-                        return Err(StoreError::Index {
-                            path: self.inner.dir.join("index"),
-                            message: "the store is still in use; cannot reopen it".into(),
-                        });
-                    }
-                }
-            }
+            // Callers still holding the parts keep sled's lock until they let go: the open
+            // below waits for it.
+            drop(old);
         }
-        // sled releases its file lock a moment after its last handle is dropped.
+        // sled releases its file lock a moment after its last handle is dropped (and only
+        // once nobody holds the old parts any more).
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
         let (fresh, report) = loop {
             match Store::open(&self.inner.dir, self.inner.config.clone(), &mut |_, _| {}) {
