@@ -296,6 +296,10 @@ async fn open(
     let port = config.port;
     let properties =
         ConnectionProperties::default().with_connection_name(config.connection_name.clone().into());
+    // Set once the TLS handshake is through: a reset after that, before AMQP began, is most
+    // likely the server refusing the client certificate (see ClosedAfterTlsHandshake).
+    let handshake_done = Arc::new(AtomicBool::new(false));
+    let handshake_flag = handshake_done.clone();
     let attempt = Connection::connector(
         config.uri(),
         runtime,
@@ -304,7 +308,9 @@ async fn open(
                 .await?
                 .collect();
             let tcp = AsyncTcpStream::connect(&runtime, addrs).await?;
-            Ok(tcp.into_rustls(&connector, &host).await?)
+            let tls = tcp.into_rustls(&connector, &host).await?;
+            handshake_flag.store(true, Ordering::Release);
+            Ok(tls)
         },
         properties,
     );
@@ -316,7 +322,15 @@ async fn open(
                 None,
             ));
         }
-        Ok(Err(e)) => return Err(failed(classify(&e), e.to_string(), Some(e))),
+        Ok(Err(e)) => {
+            let failure = match classify(&e) {
+                ConnectFailure::Network if handshake_done.load(Ordering::Acquire) => {
+                    ConnectFailure::ClosedAfterTlsHandshake
+                }
+                failure => failure,
+            };
+            return Err(failed(failure, e.to_string(), Some(e)));
+        }
         Ok(Ok(conn)) => conn,
     };
     if let Some(topology) = topology {

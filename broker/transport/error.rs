@@ -35,6 +35,11 @@ pub enum ConnectFailure {
     ClientCertificateExpired,
     /// The server refused the client certificate for another reason.
     ClientCertificateRejected,
+    /// The TLS handshake completed, then the server closed the connection before AMQP began.
+    /// Under TLS 1.3 the server checks the client certificate only after the client's side of
+    /// the handshake is done; when it refuses it, its alert can be lost to the connection
+    /// reset, and this is all the client sees.
+    ClosedAfterTlsHandshake,
     /// The server's certificate is not trusted by the configured CA (or does not name the host).
     ServerCertificateRejected,
     /// Another TLS failure.
@@ -103,6 +108,13 @@ impl ConnectError {
                 "the server rejected {cert}: it must be a client certificate (extended key usage \
                  clientAuth) issued by this network's CA, with its matching key."
             ),
+            ConnectFailure::ClosedAfterTlsHandshake => format!(
+                "the server closed the connection right after the TLS handshake, before AMQP \
+                 began: under TLS 1.3 that is how a refused client certificate looks when the \
+                 server's alert is lost to the reset. Check that {cert} was issued by this \
+                 network's CA, has not expired and is a client certificate (extended key usage \
+                 clientAuth); the node's log says which."
+            ),
             ConnectFailure::ServerCertificateRejected => format!(
                 "the server's certificate is not trusted by {}: point the CA setting at this \
                  network's CA, and connect with a host name the server certificate names.",
@@ -136,6 +148,7 @@ impl ConnectError {
             ConnectFailure::ClientCertificateUnknownCa => "client certificate from an unknown CA",
             ConnectFailure::ClientCertificateExpired => "client certificate expired",
             ConnectFailure::ClientCertificateRejected => "client certificate rejected",
+            ConnectFailure::ClosedAfterTlsHandshake => "closed right after the TLS handshake",
             ConnectFailure::ServerCertificateRejected => "server certificate not trusted",
             ConnectFailure::Tls => "TLS failure",
             ConnectFailure::LoginRefused => "login refused",
