@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use serde::Deserialize;
 use thiserror::Error;
+use tracing::warn;
 
 use crate::ids::ParticipantId;
 use crate::registry::Registry;
@@ -424,6 +425,19 @@ pub struct ConnectionInfo {
     pub pid: String,
 }
 
+/// How many times a read-only JSON command is run before its output is called bad.
+const JSON_ATTEMPTS: u32 = 3;
+
+/// The first 200 characters of `out`, quoted, for an error message.
+fn quote_start(out: &str) -> String {
+    let start: String = out.chars().take(200).collect();
+    if start.len() < out.len() {
+        format!("{start:?}…")
+    } else {
+        format!("{start:?}")
+    }
+}
+
 impl Rabbitmqctl {
     pub fn new(program: impl Into<PathBuf>) -> Self {
         Self {
@@ -469,13 +483,41 @@ impl Rabbitmqctl {
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
 
+    /// Runs a read-only command whose output is JSON. While other vhosts and users were being
+    /// created and deleted on the node, `rabbitmqctl -q export_definitions -` (3.10) once
+    /// exited 0 with stdout that was not JSON ("key must be a string at line 1 column 2": an
+    /// Elixir term such as `{:error, …}`, most likely) in a CI run of ~40 provisionings. The
+    /// command is read-only, so it is run again, up to [`JSON_ATTEMPTS`] times; each retry is
+    /// logged and the final error quotes the start of what was printed.
     fn json<T: serde::de::DeserializeOwned>(&self, args: &[&str]) -> Result<T, ProvisionError> {
-        let out = self.run(args, None)?;
-        serde_json::from_str(&out).map_err(|e| ProvisionError::Output {
-            program: self.program.clone(),
-            args: args.join(" "),
-            message: e.to_string(),
-        })
+        let mut attempt = 1;
+        loop {
+            let out = self.run(args, None)?;
+            match serde_json::from_str(&out) {
+                Ok(v) => return Ok(v),
+                Err(e) if attempt < JSON_ATTEMPTS => {
+                    warn!(
+                        command = %args.join(" "),
+                        attempt,
+                        error = %e,
+                        printed = %quote_start(&out),
+                        "rabbitmqctl printed something that is not JSON; running it again"
+                    );
+                    attempt += 1;
+                    std::thread::sleep(Duration::from_millis(300));
+                }
+                Err(e) => {
+                    return Err(ProvisionError::Output {
+                        program: self.program.clone(),
+                        args: args.join(" "),
+                        message: format!(
+                            "{e} ({attempt} attempts; it printed {})",
+                            quote_start(&out)
+                        ),
+                    });
+                }
+            }
+        }
     }
 
     /// Users, vhosts and permissions of the whole node.
@@ -781,5 +823,43 @@ mod tests {
         assert_eq!(d.users[0].name, "fr.hotline");
         assert!(d.users[0].tags().is_empty());
         assert_eq!(d.permissions[0].read, r"^inbox\.fr\.hotline$");
+    }
+
+    /// A stand-in rabbitmqctl in `dir`: a shell script of `body`.
+    fn stand_in(dir: &Path, body: &str) -> Rabbitmqctl {
+        use std::os::unix::fs::PermissionsExt;
+        let program = dir.join("rabbitmqctl");
+        std::fs::write(&program, format!("#!/bin/sh\n{body}\n")).expect("write the stand-in");
+        std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755))
+            .expect("make it executable");
+        Rabbitmqctl::new(program)
+    }
+
+    #[test]
+    fn export_output_that_is_not_json_is_read_again() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Not JSON on the first run, a definitions document on the next ones.
+        let ran = dir.path().join("ran");
+        let ctl = stand_in(
+            dir.path(),
+            &format!(
+                "if [ -e {ran} ]; then echo '{{\"users\":[],\"vhosts\":[],\"permissions\":[]}}'; \
+                 else touch {ran}; echo '{{:error, :timeout}}'; fi",
+                ran = ran.display()
+            ),
+        );
+        let d = ctl.export_definitions().expect("the second run's JSON");
+        assert!(d.users.is_empty());
+    }
+
+    #[test]
+    fn export_output_never_json_is_an_error_quoting_it() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let err = stand_in(dir.path(), "echo '{:error, :nodedown}'")
+            .export_definitions()
+            .expect_err("never JSON");
+        let message = err.to_string();
+        assert!(message.contains("3 attempts"), "{message}");
+        assert!(message.contains("{:error, :nodedown}"), "{message}");
     }
 }
