@@ -814,6 +814,24 @@ pub async fn network_participant(net: &Network, name: &str) -> Participant {
         .unwrap_or_else(|e| panic!("{name} connects: {e}"))
 }
 
+/// One handed-over message, for a failure message: kind and id, and what a notice says.
+fn describe(r: &Received) -> String {
+    match &r.envelope.body {
+        Body::Notice(n) => format!(
+            "notice {} ({}, about {:?}): {}{}",
+            r.envelope.id,
+            n.code.as_str(),
+            n.about.as_ref().map(|a| a.as_str()),
+            n.message,
+            n.detail
+                .as_deref()
+                .map(|d| format!(" — {d}"))
+                .unwrap_or_default()
+        ),
+        _ => format!("{} {}", r.envelope.kind, r.envelope.id),
+    }
+}
+
 /// Follows the inbox until `pred` says enough was handed over (within [`WAIT`]); returns
 /// every genuine message handed over and every other event, in order.
 pub async fn follow_until(
@@ -831,10 +849,7 @@ pub async fn follow_until(
                 panic!(
                     "{}: not enough within {WAIT:?}; handed over {:?}, other events {others:?}",
                     p.id(),
-                    handed
-                        .iter()
-                        .map(|r: &Received| (r.envelope.kind, r.envelope.id.to_string()))
-                        .collect::<Vec<_>>()
+                    handed.iter().map(describe).collect::<Vec<_>>()
                 )
             })
             .expect("the connection stays open")
