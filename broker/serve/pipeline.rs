@@ -640,12 +640,12 @@ impl Pipeline {
         let mut truncated = false;
         'items: for (i, item) in referral.items.iter().enumerate() {
             for (j, h) in item.hashes.iter().enumerate() {
-                let sighting = self.store.hash_sighting(&HashRef {
+                let first = self.store.hash_first_referral(&HashRef {
                     algorithm: h.algorithm,
                     value: h.value.clone(),
                 })?;
-                if let Some(s) = sighting
-                    && &s.first_referral != id
+                if let Some(first) = first
+                    && &first != id
                 {
                     if known.len() == MAX_KNOWN_HASHES {
                         truncated = true;
@@ -654,7 +654,7 @@ impl Pipeline {
                     known.push(KnownHash {
                         item: i as u16,
                         hash: j as u16,
-                        first_referral: s.first_referral,
+                        first_referral: first,
                     });
                 }
             }

@@ -146,9 +146,11 @@ fn seq_key(prefix: u8, seq: u64) -> Vec<u8> {
     key(prefix, &[&seq.to_be_bytes()])
 }
 
-/// How a record is stored in sled: compact JSON, except URL keys, the one index that grows
-/// with every distinct URL, which take a fixed binary layout (about 60 bytes instead of 150)
-/// so that more of them fit in sled's cache.
+/// How a record is stored in sled: compact JSON, except the numerous small ones, which take
+/// a binary layout starting with a version byte: URL keys (about 60 bytes instead of 150,
+/// so that more of them fit in sled's cache), entry positions (25 instead of about 45) and
+/// hash sightings (about 57 instead of 110), the records written most often. Positions and
+/// sightings written as JSON by an earlier version still read (see [`legacy_json`]).
 trait Record: Sized {
     fn to_bytes(&self) -> Vec<u8>;
     fn from_bytes(b: &[u8]) -> Result<Self, String>;
@@ -170,12 +172,83 @@ macro_rules! json_record {
 json_record!(
     Meta,
     EnvelopeRecord,
-    HashSighting,
     ReferralRecord,
-    EntryPos,
     CheckpointRecord,
     QuarantineRecord
 );
+
+/// Reads an index record written as JSON before this record had a binary layout (every JSON
+/// record starts with `{`; no binary one does: they start with a version byte).
+fn legacy_json<T: serde::de::DeserializeOwned>(b: &[u8]) -> Option<Result<T, String>> {
+    (b.first() == Some(&b'{')).then(|| serde_json::from_slice(b).map_err(|e| e.to_string()))
+}
+
+/// The `n` bytes at `at` of `b`, if there are as many.
+fn field<const N: usize>(b: &[u8], at: usize) -> Option<[u8; N]> {
+    b.get(at..at + N)?.try_into().ok()
+}
+
+/// `1 | seq: u64 BE | segment: u64 BE | offset: u64 BE`. One per entry per envelope it is
+/// about: the most numerous record after the hash sightings.
+impl Record for EntryPos {
+    fn to_bytes(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(25);
+        v.push(1);
+        v.extend_from_slice(&self.seq.0.to_be_bytes());
+        v.extend_from_slice(&self.segment.to_be_bytes());
+        v.extend_from_slice(&self.offset.to_be_bytes());
+        v
+    }
+
+    fn from_bytes(b: &[u8]) -> Result<Self, String> {
+        if let Some(old) = legacy_json(b) {
+            return old;
+        }
+        let int = |at| field::<8>(b, at).map(u64::from_be_bytes);
+        match (b.len(), b.first(), int(1), int(9), int(17)) {
+            (25, Some(1), Some(seq), Some(segment), Some(offset)) => Ok(Self {
+                seq: Seq(seq),
+                segment,
+                offset,
+            }),
+            _ => Err("not an entry position record".into()),
+        }
+    }
+}
+
+/// `1 | first_seen: seconds i64 BE, nanoseconds u32 BE | count: u64 BE | first referral`.
+/// One per distinct content hash, written again at every sighting.
+impl Record for HashSighting {
+    fn to_bytes(&self) -> Vec<u8> {
+        let id = self.first_referral.as_str().as_bytes();
+        let mut v = Vec::with_capacity(21 + id.len());
+        v.push(1);
+        v.extend_from_slice(&self.first_seen.timestamp().to_be_bytes());
+        v.extend_from_slice(&self.first_seen.timestamp_subsec_nanos().to_be_bytes());
+        v.extend_from_slice(&self.count.to_be_bytes());
+        v.extend_from_slice(id);
+        v
+    }
+
+    fn from_bytes(b: &[u8]) -> Result<Self, String> {
+        if let Some(old) = legacy_json(b) {
+            return old;
+        }
+        let bad = || "not a hash sighting record".to_owned();
+        if b.first() != Some(&1) {
+            return Err(bad());
+        }
+        let secs = field::<8>(b, 1).map(i64::from_be_bytes).ok_or_else(bad)?;
+        let nanos = field::<4>(b, 9).map(u32::from_be_bytes).ok_or_else(bad)?;
+        let count = field::<8>(b, 13).map(u64::from_be_bytes).ok_or_else(bad)?;
+        let id = std::str::from_utf8(&b[21..]).map_err(|_| bad())?;
+        Ok(Self {
+            first_referral: id.parse().map_err(|e| format!("{e}"))?,
+            first_seen: DateTime::<Utc>::from_timestamp(secs, nanos).ok_or_else(bad)?,
+            count,
+        })
+    }
+}
 
 /// `1 | open: u8 | count: u64 BE | first_seen ms: i64 BE | last_seen ms: i64 BE | referral`.
 impl Record for UrlKeyRecord {
@@ -228,12 +301,75 @@ pub(super) struct Index {
     url_events: AtomicU64,
     /// The seq of the snapshot `urls` was loaded from.
     snapshot_seq: Mutex<Option<u64>>,
+    /// The first referrals of the hashes of the latest batches.
+    fresh_hashes: Mutex<FreshHashes>,
 }
 
-/// Reads through the writes of a batch not yet applied (`None`: removed).
+/// The first referral of each content hash the latest batches wrote a sighting of: the
+/// daemon asks, right after appending a referral's `received` entry, which of its hashes an
+/// earlier referral brought, and this answers without a sled read and a decode per hash
+/// (sled held 8 % of the daemon's CPU in those reads under `ops/bench`). A sighting's first
+/// referral never changes once written, so a key found here is the answer; one not found is
+/// read from sled. Two generations of at most [`FreshHashes::MAX`] keys each: when the
+/// newer is full it becomes the older and the older is dropped, so the keys of at least the
+/// last `MAX` sightings written are here.
+#[derive(Default)]
+struct FreshHashes {
+    newer: HashMap<Vec<u8>, EnvelopeId>,
+    older: HashMap<Vec<u8>, EnvelopeId>,
+}
+
+impl FreshHashes {
+    const MAX: usize = 16_384;
+
+    fn insert(&mut self, k: Vec<u8>, first: EnvelopeId) {
+        if self.newer.len() >= Self::MAX {
+            self.older = std::mem::take(&mut self.newer);
+        }
+        self.newer.insert(k, first);
+    }
+
+    fn get(&self, k: &[u8]) -> Option<&EnvelopeId> {
+        self.newer.get(k).or_else(|| self.older.get(k))
+    }
+}
+
+/// A record of a batch not yet applied, decoded: read from sled at most once per batch and
+/// encoded once, at its end, however many of the batch's entries change it (the `received`,
+/// `routed` and `delivered` entries of a referral all change its envelope record).
+struct Cached<T> {
+    value: Option<T>,
+    dirty: bool,
+}
+
+/// Reads through the writes of a batch not yet applied (`None`: removed). Envelope,
+/// referral and hash records, which entries read and change again and again, are held
+/// decoded (see [`Cached`]); the rest as the bytes they will be written as.
 struct Overlay<'a> {
     index: &'a Index,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
+    envelopes: HashMap<Vec<u8>, Cached<EnvelopeRecord>>,
+    referrals: HashMap<Vec<u8>, Cached<ReferralRecord>>,
+    hashes: HashMap<Vec<u8>, Cached<HashSighting>>,
+}
+
+/// The decoded record at `k` in `map`, read from sled on first use.
+fn cached<'m, T: Record>(
+    index: &Index,
+    map: &'m mut HashMap<Vec<u8>, Cached<T>>,
+    k: Vec<u8>,
+) -> Result<&'m mut Cached<T>, StoreError> {
+    use std::collections::hash_map::Entry as Slot;
+    match map.entry(k) {
+        Slot::Occupied(o) => Ok(o.into_mut()),
+        Slot::Vacant(v) => {
+            let value = index.get(v.key())?;
+            Ok(v.insert(Cached {
+                value,
+                dirty: false,
+            }))
+        }
+    }
 }
 
 impl<'a> Overlay<'a> {
@@ -241,19 +377,66 @@ impl<'a> Overlay<'a> {
         Self {
             index,
             writes: BTreeMap::new(),
-        }
-    }
-
-    fn get<T: Record>(&self, k: &[u8]) -> Result<Option<T>, StoreError> {
-        match self.writes.get(k) {
-            Some(Some(v)) => self.index.decode(k, v).map(Some),
-            Some(None) => Ok(None),
-            None => self.index.get(k),
+            envelopes: HashMap::new(),
+            referrals: HashMap::new(),
+            hashes: HashMap::new(),
         }
     }
 
     fn put<T: Record>(&mut self, k: Vec<u8>, v: &T) {
         self.writes.insert(k, Some(v.to_bytes()));
+    }
+
+    /// The envelope record of `id` (a default one if there is none yet), to change.
+    fn envelope_mut(&mut self, id: &EnvelopeId) -> Result<&mut EnvelopeRecord, StoreError> {
+        let c = cached(self.index, &mut self.envelopes, env_key(id))?;
+        c.dirty = true;
+        Ok(c.value.get_or_insert_with(EnvelopeRecord::default))
+    }
+
+    /// The referral record of `id`, to read.
+    fn referral(&mut self, id: &EnvelopeId) -> Result<Option<&ReferralRecord>, StoreError> {
+        let c = cached(self.index, &mut self.referrals, referral_key(id))?;
+        Ok(c.value.as_ref())
+    }
+
+    /// The referral record of `id` (`None` if there is none), to change or create.
+    fn referral_mut(&mut self, id: &EnvelopeId) -> Result<&mut Option<ReferralRecord>, StoreError> {
+        let c = cached(self.index, &mut self.referrals, referral_key(id))?;
+        c.dirty = true;
+        Ok(&mut c.value)
+    }
+
+    /// The sighting of `h` (`None` if never seen), to change or create.
+    fn hash_mut(&mut self, h: &HashRef) -> Result<&mut Option<HashSighting>, StoreError> {
+        let c = cached(self.index, &mut self.hashes, hash_key(h))?;
+        c.dirty = true;
+        Ok(&mut c.value)
+    }
+
+    /// Every write of the batch, encoded, in one sled batch.
+    fn into_batch(self) -> sled::Batch {
+        fn encoded<T: Record>(
+            map: HashMap<Vec<u8>, Cached<T>>,
+        ) -> impl Iterator<Item = (Vec<u8>, Option<Vec<u8>>)> {
+            map.into_iter()
+                .filter(|(_, c)| c.dirty)
+                .map(|(k, c)| (k, c.value.map(|v| v.to_bytes())))
+        }
+        let mut batch = sled::Batch::default();
+        let all = self
+            .writes
+            .into_iter()
+            .chain(encoded(self.envelopes))
+            .chain(encoded(self.referrals))
+            .chain(encoded(self.hashes));
+        for (k, v) in all {
+            match v {
+                Some(v) => batch.insert(k, v),
+                None => batch.remove(k),
+            }
+        }
+        batch
     }
 
     /// The newest close of the key `tail` by an entry before `seq`, and its sled key: the
@@ -313,6 +496,7 @@ impl Index {
             urls: Mutex::new(OpenUrls::new()),
             url_events: AtomicU64::new(0),
             snapshot_seq: Mutex::new(None),
+            fresh_hashes: Mutex::new(FreshHashes::default()),
         })
     }
 
@@ -598,14 +782,23 @@ impl Index {
                 urls_in_memory: true,
             },
         );
-        let mut batch = sled::Batch::default();
-        for (k, v) in o.writes {
-            match v {
-                Some(v) => batch.insert(k, v),
-                None => batch.remove(k),
-            }
+        let fresh: Vec<(Vec<u8>, EnvelopeId)> = o
+            .hashes
+            .iter()
+            .filter(|(_, c)| c.dirty)
+            .filter_map(|(k, c)| Some((k.clone(), c.value.as_ref()?.first_referral.clone())))
+            .collect();
+        self.db
+            .apply_batch(o.into_batch())
+            .map_err(|e| self.err(e))?;
+        let mut cache = self
+            .fresh_hashes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (k, first) in fresh {
+            cache.insert(k, first);
         }
-        self.db.apply_batch(batch).map_err(|e| self.err(e))
+        Ok(())
     }
 
     pub fn envelope(&self, id: &EnvelopeId) -> Result<Option<EnvelopeRecord>, StoreError> {
@@ -659,6 +852,22 @@ impl Index {
 
     pub fn hash_sighting(&self, h: &HashRef) -> Result<Option<HashSighting>, StoreError> {
         self.get(&hash_key(h))
+    }
+
+    /// The referral that brought `h` first: from the latest batches' sightings if it is
+    /// among them (see [`FreshHashes`]), else from sled.
+    pub fn hash_first_referral(&self, h: &HashRef) -> Result<Option<EnvelopeId>, StoreError> {
+        let k = hash_key(h);
+        let cached = self
+            .fresh_hashes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&k)
+            .cloned();
+        match cached {
+            Some(first) => Ok(Some(first)),
+            None => Ok(self.get::<HashSighting>(&k)?.map(|s| s.first_referral)),
+        }
     }
 
     pub fn referral(&self, id: &EnvelopeId) -> Result<Option<ReferralRecord>, StoreError> {
@@ -731,14 +940,14 @@ impl RecentReferrals {
 }
 
 /// Counts one URL effect (the snapshot schedule's clock).
-fn url_event(o: &Overlay<'_>) {
-    o.index.url_events.fetch_add(1, Ordering::Relaxed);
+fn url_event(index: &Index) {
+    index.url_events.fetch_add(1, Ordering::Relaxed);
 }
 
 /// A `routed` entry (`seq`): `id` holds the key (it reserved it, or the reservation was
 /// lost).
 fn url_routed(
-    o: &mut Overlay<'_>,
+    index: &Index,
     dest: &ParticipantId,
     k: &UrlKey,
     id: &EnvelopeId,
@@ -746,13 +955,13 @@ fn url_routed(
     seq: u64,
 ) -> Result<(), StoreError> {
     let tail = url_tail(dest, k);
-    let slot = o.index.slot(&tail);
-    let mut urls = o.index.urls();
+    let slot = index.slot(&tail);
+    let mut urls = index.urls();
     if urls.covers(&slot, seq) {
         return Ok(());
     }
-    url_event(o);
-    let rec = match urls.logged(&slot).map_err(|m| o.index.damaged(&tail, &m))? {
+    url_event(index);
+    let rec = match urls.logged(&slot).map_err(|m| index.damaged(&tail, &m))? {
         Some(mut r) if &r.first_referral == id => {
             r.first_seen = r.first_seen.min(t);
             r
@@ -770,7 +979,7 @@ fn url_routed(
             last_seen: t,
         },
     };
-    urls.put(slot, &rec).map_err(|m| o.index.damaged(&tail, &m))
+    urls.put(slot, &rec).map_err(|m| index.damaged(&tail, &m))
 }
 
 /// A `duplicate` entry (`seq`): one more report of a key held by `first`.
@@ -788,7 +997,7 @@ fn url_duplicate(
     if urls.covers(&slot, seq) {
         return Ok(());
     }
-    url_event(o);
+    url_event(o.index);
     if let Some(mut r) = urls.logged(&slot).map_err(|m| o.index.damaged(&tail, &m))? {
         r.count += 1;
         r.last_seen = t;
@@ -834,7 +1043,7 @@ fn close_if_held(
     if urls.covers(&slot, seq) {
         return Ok(());
     }
-    url_event(o);
+    url_event(o.index);
     if let Some(mut r) = urls.logged(&slot).map_err(|m| o.index.damaged(&tail, &m))?
         && &r.first_referral == referral
     {
@@ -862,20 +1071,17 @@ fn url_effects(
             let (Some(dest), Some(id)) = (&e.destination, &e.envelope) else {
                 return Ok(());
             };
-            let read;
+            let index = o.index;
             let rr = match rr {
                 Some(rr) => rr,
-                None => match o.get::<ReferralRecord>(&referral_key(id))? {
-                    Some(r) => {
-                        read = r;
-                        &read
-                    }
+                None => match o.referral(id)? {
+                    Some(r) => r,
                     None => return Ok(()),
                 },
             };
             for &i in &d.items {
                 if let Some(item) = rr.items.get(usize::from(i)) {
-                    url_routed(o, dest, &item.url_key, id, t, seq)?;
+                    url_routed(index, dest, &item.url_key, id, t, seq)?;
                 }
             }
         }
@@ -891,7 +1097,7 @@ fn url_effects(
                 let k = match d.url_key {
                     Some(k) => Some(k),
                     None => o
-                        .get::<ReferralRecord>(&referral_key(&d.referral))?
+                        .referral(&d.referral)?
                         .and_then(|rr| rr.items.get(usize::from(d.item)).map(|i| i.url_key)),
                 };
                 if let Some(k) = k {
@@ -900,7 +1106,8 @@ fn url_effects(
             }
         }
         Event::Retraction(d) => {
-            if let Some(rr) = o.get::<ReferralRecord>(&referral_key(&d.referral))? {
+            // Rare (a retraction): a copy, so that closing the keys can write through `o`.
+            if let Some(rr) = o.referral(&d.referral)?.cloned() {
                 for (dest, routed) in &rr.destinations {
                     for i in d.items.iter().filter(|i| routed.contains(i)) {
                         if let Some(item) = rr.items.get(usize::from(*i)) {
@@ -935,13 +1142,11 @@ fn apply_one(o: &mut Overlay<'_>, e: &Entry, pos: EntryPos) -> Result<(), StoreE
     let envelope_update =
         |o: &mut Overlay<'_>, f: &mut dyn FnMut(&mut EnvelopeRecord)| -> Result<(), StoreError> {
             if let Some(id) = &e.envelope {
-                let k = env_key(id);
-                let mut r: EnvelopeRecord = o.get(&k)?.unwrap_or_default();
+                let r = o.envelope_mut(id)?;
                 if r.origin.is_none() {
                     r.origin.clone_from(&e.participant);
                 }
-                f(&mut r);
-                o.put(k, &r);
+                f(r);
             }
             Ok(())
         };
@@ -954,31 +1159,24 @@ fn apply_one(o: &mut Overlay<'_>, e: &Entry, pos: EntryPos) -> Result<(), StoreE
             })?;
             if let (Kind::Referral, Some(id), Some(origin)) = (d.kind, &e.envelope, &e.participant)
             {
-                let rk = referral_key(id);
-                if o.get::<ReferralRecord>(&rk)?.is_none() {
-                    o.put(
-                        rk,
-                        &ReferralRecord {
-                            origin: origin.clone(),
-                            items: d.items.clone(),
-                            destinations: Default::default(),
-                        },
-                    );
+                if o.referral(id)?.is_none() {
+                    *o.referral_mut(id)? = Some(ReferralRecord {
+                        origin: origin.clone(),
+                        items: d.items.clone(),
+                        destinations: Default::default(),
+                    });
                 }
                 for h in d.items.iter().flat_map(|i| &i.hashes) {
-                    let hk = hash_key(h);
-                    let s = match o.get::<HashSighting>(&hk)? {
-                        Some(mut s) => {
-                            s.count += 1;
-                            s
+                    match o.hash_mut(h)? {
+                        Some(s) => s.count += 1,
+                        s @ None => {
+                            *s = Some(HashSighting {
+                                first_referral: id.clone(),
+                                first_seen: t,
+                                count: 1,
+                            });
                         }
-                        None => HashSighting {
-                            first_referral: id.clone(),
-                            first_seen: t,
-                            count: 1,
-                        },
-                    };
-                    o.put(hk, &s);
+                    }
                 }
             }
         }
@@ -1009,12 +1207,8 @@ fn apply_one(o: &mut Overlay<'_>, e: &Entry, pos: EntryPos) -> Result<(), StoreE
             let Some(id) = &e.envelope else {
                 return Ok(());
             };
-            let rk = referral_key(id);
-            if let Some(mut rr) = o.get::<ReferralRecord>(&rk)? {
+            if let Some(rr) = o.referral_mut(id)? {
                 rr.destinations.insert(dest.clone(), d.items.clone());
-                o.put(rk, &rr);
-                // The items are all the URL effects need: no second read.
-                return url_effects(o, e, Some(&rr));
             }
         }
         Event::Duplicate(d) => {
@@ -1039,15 +1233,12 @@ fn apply_one(o: &mut Overlay<'_>, e: &Entry, pos: EntryPos) -> Result<(), StoreE
                 let to = to.clone();
                 // The origin of an envelope is who sent it, not the broker's notice.
                 if let Some(id) = &e.envelope {
-                    let k = env_key(id);
-                    let mut r: EnvelopeRecord = o.get(&k)?.unwrap_or_default();
-                    r.notices.push(NoticeRecord {
+                    o.envelope_mut(id)?.notices.push(NoticeRecord {
                         to,
                         code: d.code,
                         notice: d.notice.clone(),
                         seq,
                     });
-                    o.put(k, &r);
                 }
             }
         }
@@ -1077,6 +1268,55 @@ fn apply_one(o: &mut Overlay<'_>, e: &Entry, pos: EntryPos) -> Result<(), StoreE
 mod tests {
     use super::*;
     use chrono::SubsecRound;
+
+    #[test]
+    fn positions_and_sightings_round_trip_in_binary_and_their_old_json_still_reads() {
+        let pos = EntryPos {
+            seq: Seq(u64::MAX - 1),
+            segment: 4096,
+            offset: 1 << 40,
+        };
+        assert_eq!(pos.to_bytes().len(), 25);
+        assert_eq!(EntryPos::from_bytes(&pos.to_bytes()).unwrap(), pos);
+        let json = serde_json::to_vec(&pos).unwrap();
+        assert_eq!(EntryPos::from_bytes(&json).unwrap(), pos);
+
+        let s = HashSighting {
+            first_referral: EnvelopeId::new_v7(),
+            // Nanoseconds are kept: the record is exactly what the entry said.
+            first_seen: DateTime::<Utc>::from_timestamp(1_780_000_000, 123_456_789).unwrap(),
+            count: 7,
+        };
+        assert_eq!(HashSighting::from_bytes(&s.to_bytes()).unwrap(), s);
+        let json = serde_json::to_vec(&s).unwrap();
+        assert_eq!(HashSighting::from_bytes(&json).unwrap(), s);
+
+        // Damage is an error, never a panic.
+        for b in [
+            &[][..],
+            &[1][..],
+            &[2; 25][..],
+            &pos.to_bytes()[..24],
+            b"{not json",
+        ] {
+            assert!(EntryPos::from_bytes(b).is_err(), "{b:?}");
+            assert!(HashSighting::from_bytes(b).is_err(), "{b:?}");
+        }
+        assert!(HashSighting::from_bytes(&s.to_bytes()[..20]).is_err());
+    }
+
+    #[test]
+    fn fresh_hashes_keep_at_least_the_last_max_keys() {
+        let mut f = FreshHashes::default();
+        let id = EnvelopeId::new_v7();
+        let n = 2 * FreshHashes::MAX + 10;
+        for i in 0..n {
+            f.insert(i.to_be_bytes().to_vec(), id.clone());
+        }
+        assert!((n - FreshHashes::MAX..n).all(|i| f.get(&i.to_be_bytes()).is_some()));
+        assert!(f.get(&0usize.to_be_bytes()).is_none());
+        assert!(f.newer.len() + f.older.len() <= 2 * FreshHashes::MAX);
+    }
 
     #[test]
     fn url_key_records_round_trip_in_binary() {

@@ -666,6 +666,12 @@ impl Store {
         self.parts()?.index.hash_sighting(hash)
     }
 
+    /// The referral that brought a content hash first (what [`Self::hash_sighting`] says,
+    /// answered from memory for the hashes of the latest appends).
+    pub fn hash_first_referral(&self, hash: &HashRef) -> Result<Option<EnvelopeId>, StoreError> {
+        self.parts()?.index.hash_first_referral(hash)
+    }
+
     /// What is known of a referral: origin, items, destinations.
     pub fn referral(&self, id: &EnvelopeId) -> Result<Option<ReferralRecord>, StoreError> {
         self.parts()?.index.referral(id)

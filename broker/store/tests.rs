@@ -1182,3 +1182,49 @@ fn a_sigkill_leaves_the_url_table_a_rebuild_would_give() {
         assert_eq!(a, b, "key {n}");
     }
 }
+
+#[test]
+fn the_first_referral_of_a_hash_is_the_same_from_memory_and_from_sled() {
+    let dir = tempfile::tempdir().unwrap();
+    let (s, _) = open(dir.path());
+    let (a, b) = (EnvelopeId::new_v7(), EnvelopeId::new_v7());
+    // A brings hashes 1 and 2; B brings 2 again and 3, in one batch with a second copy of A's
+    // `received` (a redelivery): neither changes who came first.
+    s.append_blocking(vec![received(
+        &a,
+        "fr.pointdecontact",
+        vec![item(1), item(2)],
+    )])
+    .unwrap();
+    s.append_blocking(vec![
+        received(&b, "it.stop-it", vec![item(2), item(3)]),
+        received(&a, "fr.pointdecontact", vec![item(1), item(2)]),
+    ])
+    .unwrap();
+    let expect = [(1, Some(&a)), (2, Some(&a)), (3, Some(&b)), (4, None)];
+    let answers = |s: &Store| {
+        for (n, first) in expect {
+            let h = &item(n).hashes[0];
+            assert_eq!(
+                s.hash_first_referral(h).unwrap().as_ref(),
+                first,
+                "hash {n}"
+            );
+            let sighting = s.hash_sighting(h).unwrap();
+            assert_eq!(
+                sighting.as_ref().map(|s| &s.first_referral),
+                first,
+                "hash {n}"
+            );
+        }
+    };
+    answers(&s);
+    assert_eq!(
+        s.hash_sighting(&item(2).hashes[0]).unwrap().unwrap().count,
+        3
+    );
+    drop(s);
+    // A new process has nothing in memory: the same answers from sled.
+    let (s, _) = open(dir.path());
+    answers(&s);
+}
