@@ -406,6 +406,41 @@ impl Drop for Network {
                     tail.join("\n")
                 );
             }
+            self.print_log_tail(80);
+        }
+    }
+}
+
+impl Network {
+    /// The last `n` entries of the daemon's audit log, as stored (one JSON line each): what
+    /// it decided, rejected and sent, for a failed test (the data directory is removed).
+    fn print_log_tail(&self, n: usize) {
+        let reader = match referral_broker::store::LogReader::open(&self.data_dir) {
+            Ok(r) => r,
+            Err(e) => return eprintln!("--- no audit log to show: {e}"),
+        };
+        let mut lines = std::collections::VecDeque::with_capacity(n);
+        let entries = match reader.iter_from(referral_broker::store::Seq(0)) {
+            Ok(it) => it,
+            Err(e) => return eprintln!("--- the audit log does not read: {e}"),
+        };
+        for le in entries {
+            let line = match le {
+                Ok(le) => String::from_utf8_lossy(&le.bytes).into_owned(),
+                Err(e) => format!("(unreadable: {e})"),
+            };
+            if lines.len() == n {
+                lines.pop_front();
+            }
+            lines.push_back(line);
+        }
+        eprintln!(
+            "--- audit log {} (last {} entries) ---",
+            self.data_dir.display(),
+            lines.len()
+        );
+        for l in lines {
+            eprintln!("{l}");
         }
     }
 }
