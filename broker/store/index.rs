@@ -50,8 +50,9 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -306,7 +307,19 @@ pub(super) struct Index {
     /// The first referrals of the hashes of the latest batches.
     fresh_hashes: Mutex<FreshHashes>,
     /// Which hash keys sled holds.
-    hash_keys: Mutex<HashKeys>,
+    hash_keys: Arc<Mutex<HashKeys>>,
+    /// The thread filling `hash_keys` after open, and its stop flag.
+    hash_loader: Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>,
+}
+
+impl Drop for Index {
+    fn drop(&mut self) {
+        // The loader holds a handle of the database (and so sled's lock): stop it first.
+        if let Some((loader, stop)) = self.hash_loader.take() {
+            stop.store(true, Ordering::Relaxed);
+            let _ = loader.join();
+        }
+    }
 }
 
 /// A 64-bit fingerprint of every hash key sled holds (`h` records), so that the sighting of
@@ -314,24 +327,79 @@ pub(super) struct Index {
 /// absent without a sled read. Under `ops/bench` those reads, which find nothing, were 7 %
 /// of the daemon's CPU, all on the writer thread. A fingerprint not in the set: the key is
 /// not in sled. One in it: it may be (two keys can share a fingerprint), sled is read.
-/// Filled on open from the keys under `h` (`HashKeys::load`); every batch that writes a
-/// new sighting adds its fingerprint after sled has it. About 10–20 bytes per hash.
+/// Every batch that writes a new sighting adds its fingerprint after sled has it; the keys
+/// already in sled are read by a thread started on open ([`HashKeys::load`]: one pass over
+/// `h`, about 3 s per million keys on a cold cache), and until it is done every question
+/// goes to sled, as before: the daemon starts at once. About 10–20 bytes per hash.
 struct HashKeys {
     hasher: std::collections::hash_map::RandomState,
     set: HashSet<u64>,
+    /// The loader has read every key that was in sled when it started (the keys written
+    /// since are in the set through [`Index::apply`]): a fingerprint not in the set now
+    /// means no key.
+    complete: bool,
 }
 
 impl HashKeys {
-    /// The fingerprints of the hash keys in `db`.
-    fn load(db: &sled::Db) -> Result<Self, sled::Error> {
-        let mut keys = Self {
+    /// Keys read from sled per lock of the set.
+    const LOAD_CHUNK: usize = 4096;
+
+    fn new() -> Self {
+        Self {
             hasher: Default::default(),
             set: HashSet::new(),
-        };
-        for k in db.scan_prefix([HASH]).keys() {
-            keys.insert(&k?);
+            complete: false,
         }
-        Ok(keys)
+    }
+
+    /// Adds the fingerprint of every hash key of `db` to `keys`, then marks it complete;
+    /// returns early, leaving it incomplete, if `stop` is set or sled fails (says so: the
+    /// index still answers, from sled).
+    fn load(db: &sled::Db, keys: &Mutex<HashKeys>, stop: &AtomicBool) {
+        let lock = || {
+            keys.lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+        };
+        let hasher = lock().hasher.clone();
+        let t = Instant::now();
+        let mut chunk = Vec::with_capacity(Self::LOAD_CHUNK);
+        let mut n = 0u64;
+        let mut it = db.scan_prefix([HASH]).keys();
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                return;
+            }
+            let next = it.next();
+            let done = match next {
+                Some(Ok(k)) => {
+                    use std::hash::BuildHasher;
+                    chunk.push(hasher.hash_one(&k[..]));
+                    false
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(
+                        error = %e,
+                        "reading the hash keys of the index failed; hash sightings are read \
+                         from the index until the next start"
+                    );
+                    return;
+                }
+                None => true,
+            };
+            if chunk.len() == Self::LOAD_CHUNK || done {
+                n += chunk.len() as u64;
+                lock().set.extend(chunk.drain(..));
+            }
+            if done {
+                lock().complete = true;
+                tracing::debug!(
+                    keys = n,
+                    secs = t.elapsed().as_secs_f64(),
+                    "hash keys loaded"
+                );
+                return;
+            }
+        }
     }
 
     fn fingerprint(&self, k: &[u8]) -> u64 {
@@ -346,7 +414,7 @@ impl HashKeys {
 
     /// False: sled holds no record at `k`.
     fn may_hold(&self, k: &[u8]) -> bool {
-        self.set.contains(&self.fingerprint(k))
+        !self.complete || self.set.contains(&self.fingerprint(k))
     }
 }
 
@@ -529,9 +597,9 @@ impl<'a> Overlay<'a> {
 }
 
 impl Index {
-    /// Opens (creating) the sled database at `path` with a bounded page cache, and reads the
-    /// fingerprints of its hash keys (one pass over `h`, see [`HashKeys`]). The URL table
-    /// is empty until [`Self::load_urls`].
+    /// Opens (creating) the sled database at `path` with a bounded page cache, and starts
+    /// reading the fingerprints of its hash keys (see [`HashKeys`]). The URL table is empty
+    /// until [`Self::load_urls`].
     pub fn open(path: &Path, cache_capacity: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
@@ -545,10 +613,18 @@ impl Index {
             path: path.to_owned(),
             message,
         })?;
-        let hash_keys = HashKeys::load(&db).map_err(|e| StoreError::Index {
-            path: path.to_owned(),
-            message: e.to_string(),
-        })?;
+        let hash_keys = Arc::new(Mutex::new(HashKeys::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let loader = {
+            let (db, keys, stop) = (db.clone(), hash_keys.clone(), stop.clone());
+            std::thread::Builder::new()
+                .name("index-hash-keys".into())
+                .spawn(move || HashKeys::load(&db, &keys, &stop))
+                .map_err(|e| StoreError::Index {
+                    path: path.to_owned(),
+                    message: format!("starting the thread that reads the hash keys: {e}"),
+                })?
+        };
         Ok(Self {
             db,
             path: path.to_owned(),
@@ -557,7 +633,8 @@ impl Index {
             url_events: AtomicU64::new(0),
             snapshot_seq: Mutex::new(None),
             fresh_hashes: Mutex::new(FreshHashes::default()),
-            hash_keys: Mutex::new(hash_keys),
+            hash_keys,
+            hash_loader: Some((loader, stop)),
         })
     }
 
@@ -921,6 +998,11 @@ impl Index {
         self.hash_keys
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    #[cfg(test)]
+    pub fn hash_keys_complete(&self) -> bool {
+        self.hash_keys().complete
     }
 
     /// The record at hash key `k`, unless [`HashKeys`] knows that there is none.

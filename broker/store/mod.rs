@@ -751,6 +751,19 @@ impl Store {
         let parts = self.current().expect("the store is open");
         parts.writer.faults.clone()
     }
+
+    /// Test hook: waits (up to 10 s) until the index has read its hash keys.
+    #[cfg(test)]
+    fn wait_for_hash_keys(&self) -> bool {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while std::time::Instant::now() < deadline {
+            if self.current().is_some_and(|p| p.index.hash_keys_complete()) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        false
+    }
 }
 
 /// Deletes `dir/index` and rebuilds it from the log alone; `progress(done, total)`.

@@ -1224,7 +1224,21 @@ fn the_first_referral_of_a_hash_is_the_same_from_memory_and_from_sled() {
         3
     );
     drop(s);
-    // A new process has nothing in memory: the same answers from sled.
+    // A new process has nothing in memory: the same answers from sled (while the hash keys
+    // load, and after; then a new sighting is known at once).
     let (s, _) = open(dir.path());
     answers(&s);
+    assert!(s.wait_for_hash_keys(), "the hash keys load");
+    answers(&s);
+    let c = EnvelopeId::new_v7();
+    s.append_blocking(vec![received(&c, "it.stop-it", vec![item(4)])])
+        .unwrap();
+    assert_eq!(s.hash_first_referral(&item(4).hashes[0]).unwrap(), Some(c));
+    drop(s);
+    // Closed while loading (a fresh store loads fast: close at once): the lock is released.
+    let (s, _) = open(dir.path());
+    drop(s);
+    let (s, _) = open(dir.path());
+    assert!(s.wait_for_hash_keys());
+    assert!(s.hash_first_referral(&item(5).hashes[0]).unwrap().is_none());
 }
