@@ -14,7 +14,7 @@
 //! | `x` | destination `0x00` url key (32 bytes) seq of the close (8 bytes BE) | [`UrlKeyRecord`] of a key closed by that entry |
 //! | `h` | algorithm `0x00` value | [`HashSighting`] |
 //! | `r` | referral id | [`ReferralRecord`] |
-//! | `p` | envelope id `0x00` seq (8 bytes BE) | [`EntryPos`] of an entry about it |
+//! | `p` | envelope id `0x00` seq (8 bytes BE) | [`EntryPos`] of the entries about it in one batch, the first at seq (see [`Positions`]) |
 //! | `c` | seq (8 bytes BE) | [`CheckpointRecord`] |
 //! | `q` | seq (8 bytes BE) | [`QuarantineRecord`] |
 //!
@@ -464,6 +464,53 @@ struct Overlay<'a> {
     envelopes: HashMap<Vec<u8>, Cached<EnvelopeRecord>>,
     referrals: HashMap<Vec<u8>, Cached<ReferralRecord>>,
     hashes: HashMap<Vec<u8>, Cached<HashSighting>>,
+    /// Per envelope (by [`pos_prefix`]), the positions of the batch's entries about it.
+    positions: HashMap<Vec<u8>, Vec<EntryPos>>,
+}
+
+/// The positions of the entries of one batch about one envelope, under one key: the
+/// envelope's prefix and the first entry's seq. A referral's `received`, `routed` and
+/// `duplicate` entries come in one append: one sled key instead of one per entry (sled's
+/// cost is per key). One position is stored as an [`EntryPos`] record (what every `p` value
+/// was before); several as `2 | (seq, segment, offset: u64 BE)*`. Batches cover disjoint,
+/// ascending seq ranges, so reading the keys of a prefix in order gives log order.
+struct Positions;
+
+impl Positions {
+    fn to_bytes(list: &[EntryPos]) -> Vec<u8> {
+        if let [one] = list {
+            return one.to_bytes();
+        }
+        let mut v = Vec::with_capacity(1 + 24 * list.len());
+        v.push(2);
+        for p in list {
+            v.extend_from_slice(&p.seq.0.to_be_bytes());
+            v.extend_from_slice(&p.segment.to_be_bytes());
+            v.extend_from_slice(&p.offset.to_be_bytes());
+        }
+        v
+    }
+
+    fn from_bytes(b: &[u8]) -> Result<Vec<EntryPos>, String> {
+        if b.first() != Some(&2) {
+            return EntryPos::from_bytes(b).map(|p| vec![p]);
+        }
+        let rest = &b[1..];
+        if rest.is_empty() || rest.len() % 24 != 0 {
+            return Err("not a list of entry positions".into());
+        }
+        Ok(rest
+            .chunks_exact(24)
+            .map(|c| {
+                let int = |at| field::<8>(c, at).map_or(0, u64::from_be_bytes);
+                EntryPos {
+                    seq: Seq(int(0)),
+                    segment: int(8),
+                    offset: int(16),
+                }
+            })
+            .collect())
+    }
 }
 
 /// The decoded record at `k` in `map`, read from sled on first use.
@@ -493,6 +540,7 @@ impl<'a> Overlay<'a> {
             envelopes: HashMap::new(),
             referrals: HashMap::new(),
             hashes: HashMap::new(),
+            positions: HashMap::new(),
         }
     }
 
@@ -547,9 +595,14 @@ impl<'a> Overlay<'a> {
                 .map(|(k, c)| (k, c.value.map(|v| v.to_bytes())))
         }
         let mut batch = sled::Batch::default();
+        let positions = self.positions.into_iter().filter_map(|(mut k, list)| {
+            k.extend_from_slice(&list.first()?.seq.0.to_be_bytes());
+            Some((k, Some(Positions::to_bytes(&list))))
+        });
         let all = self
             .writes
             .into_iter()
+            .chain(positions)
             .chain(encoded(self.envelopes))
             .chain(encoded(self.referrals))
             .chain(encoded(self.hashes));
@@ -1039,13 +1092,12 @@ impl Index {
 
     /// Positions of every entry about `id`, in log order.
     pub fn positions(&self, id: &EnvelopeId) -> Result<Vec<EntryPos>, StoreError> {
-        self.db
-            .scan_prefix(pos_prefix(id))
-            .map(|kv| {
-                let (k, v) = kv.map_err(|e| self.err(e))?;
-                self.decode(&k, &v)
-            })
-            .collect()
+        let mut all = Vec::new();
+        for kv in self.db.scan_prefix(pos_prefix(id)) {
+            let (k, v) = kv.map_err(|e| self.err(e))?;
+            all.extend(Positions::from_bytes(&v).map_err(|e| self.damaged(&k, &e))?);
+        }
+        Ok(all)
     }
 
     fn scan_seq<T: Record>(
@@ -1297,9 +1349,7 @@ fn apply_one(o: &mut Overlay<'_>, e: &Entry, pos: EntryPos) -> Result<(), StoreE
         about.push(r);
     }
     for id in about {
-        let mut k = pos_prefix(id);
-        k.extend_from_slice(&seq.0.to_be_bytes());
-        o.put(k, &pos);
+        o.positions.entry(pos_prefix(id)).or_default().push(pos);
     }
 
     let envelope_update =
@@ -1466,6 +1516,27 @@ mod tests {
             assert!(HashSighting::from_bytes(b).is_err(), "{b:?}");
         }
         assert!(HashSighting::from_bytes(&s.to_bytes()[..20]).is_err());
+    }
+
+    #[test]
+    fn the_positions_of_a_batch_round_trip_and_a_single_one_is_an_entry_pos_record() {
+        let pos = |n: u64| EntryPos {
+            seq: Seq(n),
+            segment: n / 10,
+            offset: n * 100,
+        };
+        let one = Positions::to_bytes(&[pos(7)]);
+        assert_eq!(one, pos(7).to_bytes());
+        assert_eq!(Positions::from_bytes(&one).unwrap(), vec![pos(7)]);
+        let json = serde_json::to_vec(&pos(8)).unwrap();
+        assert_eq!(Positions::from_bytes(&json).unwrap(), vec![pos(8)]);
+        let many: Vec<EntryPos> = (10..15).map(pos).collect();
+        let b = Positions::to_bytes(&many);
+        assert_eq!(b.len(), 1 + 24 * 5);
+        assert_eq!(Positions::from_bytes(&b).unwrap(), many);
+        for bad in [&[2][..], &b[..b.len() - 1], &[][..], &[9; 25][..]] {
+            assert!(Positions::from_bytes(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
