@@ -496,7 +496,7 @@ impl Positions {
             return EntryPos::from_bytes(b).map(|p| vec![p]);
         }
         let rest = &b[1..];
-        if rest.is_empty() || rest.len() % 24 != 0 {
+        if rest.is_empty() || !rest.len().is_multiple_of(24) {
             return Err("not a list of entry positions".into());
         }
         Ok(rest
