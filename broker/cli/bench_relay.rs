@@ -31,7 +31,12 @@
 //! - latency: `--rate` referrals per second offered for `--latency-secs` (open loop, round
 //!   robin over the hotlines); for every delivery, the time from just before its publish to
 //!   its consumption at the destination; p50, p99, max;
-//! - the CPU time the relay or the broker process used in each phase (`/proc`).
+//! - the CPU time the relay or the broker process used in each phase (`/proc`), and in the
+//!   throughput phase also that of the RabbitMQ node (its `node.pid` beside the rabbitmqctl
+//!   wrapper) and of this load generator: per referral, where the machine's cores went.
+//!   When the machine is saturated, throughput is its cores divided by the total CPU per
+//!   referral, so the node's and the generator's share bound the ratio whatever the system
+//!   under test costs; the summary prints that bound.
 //!
 //! The consumers ack with `multiple` every 64 deliveries (prefetch 1000), the same for both.
 
@@ -828,6 +833,12 @@ struct Figures {
     deliveries: usize,
     secs: f64,
     cpu_throughput: f64,
+    /// CPU seconds of the RabbitMQ node in the throughput phase (None: its pid is unknown).
+    cpu_node_throughput: Option<f64>,
+    /// CPU seconds of this load generator (publishers, consumers) in the throughput phase.
+    cpu_generator_throughput: f64,
+    /// Other messages the participants consumed in the throughput phase (receipts, notices).
+    other_throughput: usize,
     offered: f64,
     achieved_rate: f64,
     latency_n: usize,
@@ -844,6 +855,25 @@ impl Figures {
     fn per_sec(&self) -> f64 {
         self.referrals as f64 / self.secs.max(1e-9)
     }
+
+    /// Microseconds of CPU per referral of the throughput phase.
+    fn us_per_referral(&self, cpu_secs: f64) -> f64 {
+        cpu_secs * 1e6 / self.referrals.max(1) as f64
+    }
+
+    /// CPU per referral of everything but the system under test (node + generator), in µs.
+    fn others_us(&self) -> Option<f64> {
+        self.cpu_node_throughput
+            .map(|n| self.us_per_referral(n + self.cpu_generator_throughput))
+    }
+}
+
+/// The pid of the RabbitMQ node (`node.pid`, written by ops/rabbitmq/node beside its
+/// rabbitmqctl wrapper), if it names a live process.
+fn node_pid(rabbitmqctl: &Path) -> Option<u32> {
+    let file = rabbitmqctl.parent()?.join("node.pid");
+    let pid: u32 = std::fs::read_to_string(file).ok()?.trim().parse().ok()?;
+    Path::new(&format!("/proc/{pid}")).exists().then_some(pid)
 }
 
 async fn measure(args: &BenchE2eArgs, net: &BenchNet, pid: u32) -> anyhow::Result<Figures> {
@@ -892,7 +922,12 @@ async fn measure(args: &BenchE2eArgs, net: &BenchNet, pid: u32) -> anyhow::Resul
     f.mean_bytes = all.iter().map(|p| p.bytes.len()).sum::<usize>() as f64 / n.max(1) as f64;
     f.mean_items_dests =
         all.iter().map(|p| p.destinations as usize).sum::<usize>() as f64 / n.max(1) as f64;
+    let node = node_pid(&args.rabbitmqctl);
+    let me = std::process::id();
     let cpu0 = cpu_secs(pid);
+    let node0 = node.map(cpu_secs);
+    let me0 = cpu_secs(me);
+    let other0: usize = tracker.lock().other.values().sum();
     let t0 = Instant::now();
     let runs = batches
         .iter()
@@ -905,8 +940,11 @@ async fn measure(args: &BenchE2eArgs, net: &BenchNet, pid: u32) -> anyhow::Resul
         f.referrals = n;
         f.deliveries = t.deliveries[1];
         f.secs = t.last_done[1].map_or(0.0, |e| (e - t0).as_secs_f64());
+        f.other_throughput = t.other.values().sum::<usize>().saturating_sub(other0);
     }
     f.cpu_throughput = cpu_secs(pid) - cpu0;
+    f.cpu_node_throughput = node.zip(node0).map(|(p, c0)| cpu_secs(p) - c0);
+    f.cpu_generator_throughput = cpu_secs(me) - me0;
     drop(batches);
 
     // Latency at a fixed offered load (open loop).
@@ -1063,6 +1101,33 @@ pub fn run(args: BenchE2eArgs) -> anyhow::Result<ExitCode> {
             ms(f.max)
         );
     }
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    println!();
+    println!("CPU per referral in the throughput phase (µs), on this machine's {cores} cores:");
+    println!(
+        "{:<10} {:>9} {:>9} {:>10} {:>9} {:>13} {:>11}",
+        "system", "itself", "node", "generator", "total", "machine busy", "msgs/ref"
+    );
+    for (s, f) in &results {
+        let node = f.cpu_node_throughput.map(|n| f.us_per_referral(n));
+        let total = f.others_us().map(|o| o + f.us_per_referral(f.cpu_throughput));
+        let busy = total.map(|t| t * f.per_sec() / 1e6 / cores as f64 * 100.0);
+        // Messages the node carried per referral: the submit, the deliveries, and the
+        // others the participants consumed (receipts, notices, status).
+        let msgs = (f.referrals + f.deliveries + f.other_throughput) as f64
+            / f.referrals.max(1) as f64;
+        let show = |v: Option<f64>, unit: &str| v.map_or("?".to_owned(), |v| format!("{v:.0}{unit}"));
+        println!(
+            "{:<10} {:>9.0} {:>9} {:>10.0} {:>9} {:>13} {:>11}",
+            s.name(),
+            f.us_per_referral(f.cpu_throughput),
+            show(node, ""),
+            f.us_per_referral(f.cpu_generator_throughput),
+            show(total, ""),
+            show(busy, " %"),
+            format!("{msgs:.2}")
+        );
+    }
     let get = |s: System| results.iter().find(|(x, _)| *x == s).map(|(_, f)| f);
     if let (Some(b), Some(r)) = (get(System::Baseline), get(System::Broker)) {
         println!(
@@ -1072,6 +1137,17 @@ pub fn run(args: BenchE2eArgs) -> anyhow::Result<ExitCode> {
             r.offered,
             ms(r.p99)
         );
+        let b_total = b.others_us().map(|o| o + b.us_per_referral(b.cpu_throughput));
+        if let (Some(bt), Some(ro)) = (b_total, r.others_us()) {
+            println!(
+                "bound on a saturated machine: the node and the generator alone use {ro:.0} µs \
+                 per referral with the broker against {bt:.0} µs for everything with the \
+                 baseline, so a broker costing nothing would reach ≈ {:.2}; at its measured \
+                 cost, 0.8 needs it at ≤ {:.0} µs per referral",
+                bt / ro.max(1e-9),
+                (bt / 0.8 - ro).max(0.0)
+            );
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
