@@ -12,7 +12,7 @@
 //! | `m` | — | [`Meta`]: applied count and frontier |
 //! | `e` | envelope id | [`EnvelopeRecord`] |
 //! | `x` | destination `0x00` url key (32 bytes) seq of the close (8 bytes BE) | [`UrlKeyRecord`] of a key closed by that entry |
-//! | `h` | algorithm `0x00` value | [`HashSighting`] |
+//! | `h` | algorithm `0x00` value | [`HashSighting`]: only in an index written before sightings moved to memory (see below) |
 //! | `r` | referral id | [`ReferralRecord`] |
 //! | `p` | envelope id `0x00` seq (8 bytes BE) | [`EntryPos`] of the entries about it in one batch, the first at seq (see [`Positions`]) |
 //! | `c` | seq (8 bytes BE) | [`CheckpointRecord`] |
@@ -47,12 +47,24 @@
 //! `routed` entries, logged in the same append as its `received`). Replaying URL effects
 //! after the snapshot reads these as they are at `applied`, which is what they were at each
 //! entry as long as the daemon keeps that order.
+//!
+//! # Hash sightings
+//!
+//! The first referral, first time and count of every content hash seen in a referral's
+//! `received` entry live in the same memory table, under slots of their own
+//! ([`Salt::sighting_slot`], records flagged as sightings: [`OpenUrls::sighting`]), so they
+//! are snapshotted and replayed exactly like the open URL keys ([`url_effects`] applies
+//! both). In sled they were about half of the keys each referral wrote (two hashes per item
+//! in `ops/bench`'s mix), each at a random place of the tree, sled's most expensive write.
+//! The cost is memory: about 100 bytes per distinct hash, like an open URL key. An index
+//! written before keeps them under `h`; [`Index::load_urls`] moves them once (meta
+//! `hashes_in_memory`).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -83,6 +95,11 @@ pub(super) struct Meta {
     /// index written before, which [`Index::load_urls`] moves over.
     #[serde(default)]
     pub urls_in_memory: bool,
+    /// Hash sightings are not kept under `h` but in the URL table (see the module
+    /// documentation); false in an index written before, which [`Index::load_urls`] moves
+    /// over.
+    #[serde(default)]
+    pub hashes_in_memory: bool,
 }
 
 fn key(prefix: u8, parts: &[&[u8]]) -> Vec<u8> {
@@ -291,6 +308,20 @@ impl Record for UrlKeyRecord {
     }
 }
 
+/// What the URL table holds (see [`Index::url_memory`]).
+pub(super) struct UrlMemory {
+    pub open_keys: u64,
+    pub sightings: u64,
+    pub approx_bytes: u64,
+}
+
+impl UrlMemory {
+    /// Every record: what a snapshot's cost is proportional to.
+    pub fn records(&self) -> u64 {
+        self.open_keys + self.sightings
+    }
+}
+
 /// The index database.
 pub(super) struct Index {
     db: sled::Db,
@@ -304,147 +335,9 @@ pub(super) struct Index {
     url_events: AtomicU64,
     /// The seq of the snapshot `urls` was loaded from.
     snapshot_seq: Mutex<Option<u64>>,
-    /// The first referrals of the hashes of the latest batches.
-    fresh_hashes: Mutex<FreshHashes>,
-    /// Which hash keys sled holds.
-    hash_keys: Arc<Mutex<HashKeys>>,
-    /// The thread filling `hash_keys` after open, and its stop flag.
-    hash_loader: Option<(std::thread::JoinHandle<()>, Arc<AtomicBool>)>,
-}
-
-impl Drop for Index {
-    fn drop(&mut self) {
-        // The loader holds a handle of the database (and so sled's lock): stop it first.
-        if let Some((loader, stop)) = self.hash_loader.take() {
-            stop.store(true, Ordering::Relaxed);
-            let _ = loader.join();
-        }
-    }
-}
-
-/// A 64-bit fingerprint of every hash key sled holds (`h` records), so that the sighting of
-/// a hash never seen — most of them: each referral brings new content — is known to be
-/// absent without a sled read. Under `ops/bench` those reads, which find nothing, were 7 %
-/// of the daemon's CPU, all on the writer thread. A fingerprint not in the set: the key is
-/// not in sled. One in it: it may be (two keys can share a fingerprint), sled is read.
-/// Every batch that writes a new sighting adds its fingerprint after sled has it; the keys
-/// already in sled are read by a thread started on open ([`HashKeys::load`]: one pass over
-/// `h`, about 3 s per million keys on a cold cache), and until it is done every question
-/// goes to sled, as before: the daemon starts at once. About 10–20 bytes per hash.
-struct HashKeys {
-    hasher: std::collections::hash_map::RandomState,
-    set: HashSet<u64>,
-    /// The loader has read every key that was in sled when it started (the keys written
-    /// since are in the set through [`Index::apply`]): a fingerprint not in the set now
-    /// means no key.
-    complete: bool,
-}
-
-impl HashKeys {
-    /// Keys read from sled per lock of the set.
-    const LOAD_CHUNK: usize = 4096;
-
-    fn new() -> Self {
-        Self {
-            hasher: Default::default(),
-            set: HashSet::new(),
-            complete: false,
-        }
-    }
-
-    /// Adds the fingerprint of every hash key of `db` to `keys`, then marks it complete;
-    /// returns early, leaving it incomplete, if `stop` is set or sled fails (says so: the
-    /// index still answers, from sled).
-    fn load(db: &sled::Db, keys: &Mutex<HashKeys>, stop: &AtomicBool) {
-        let lock = || {
-            keys.lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-        };
-        let hasher = lock().hasher.clone();
-        let t = Instant::now();
-        let mut chunk = Vec::with_capacity(Self::LOAD_CHUNK);
-        let mut n = 0u64;
-        let mut it = db.scan_prefix([HASH]).keys();
-        loop {
-            if stop.load(Ordering::Relaxed) {
-                return;
-            }
-            let next = it.next();
-            let done = match next {
-                Some(Ok(k)) => {
-                    use std::hash::BuildHasher;
-                    chunk.push(hasher.hash_one(&k[..]));
-                    false
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(
-                        error = %e,
-                        "reading the hash keys of the index failed; hash sightings are read \
-                         from the index until the next start"
-                    );
-                    return;
-                }
-                None => true,
-            };
-            if chunk.len() == Self::LOAD_CHUNK || done {
-                n += chunk.len() as u64;
-                lock().set.extend(chunk.drain(..));
-            }
-            if done {
-                lock().complete = true;
-                tracing::debug!(
-                    keys = n,
-                    secs = t.elapsed().as_secs_f64(),
-                    "hash keys loaded"
-                );
-                return;
-            }
-        }
-    }
-
-    fn fingerprint(&self, k: &[u8]) -> u64 {
-        use std::hash::BuildHasher;
-        self.hasher.hash_one(k)
-    }
-
-    fn insert(&mut self, k: &[u8]) {
-        let f = self.fingerprint(k);
-        self.set.insert(f);
-    }
-
-    /// False: sled holds no record at `k`.
-    fn may_hold(&self, k: &[u8]) -> bool {
-        !self.complete || self.set.contains(&self.fingerprint(k))
-    }
-}
-
-/// The first referral of each content hash the latest batches wrote a sighting of: the
-/// daemon asks, right after appending a referral's `received` entry, which of its hashes an
-/// earlier referral brought, and this answers without a sled read and a decode per hash
-/// (sled held 8 % of the daemon's CPU in those reads under `ops/bench`). A sighting's first
-/// referral never changes once written, so a key found here is the answer; one not found is
-/// read from sled. Two generations of at most [`FreshHashes::MAX`] keys each: when the
-/// newer is full it becomes the older and the older is dropped, so the keys of at least the
-/// last `MAX` sightings written are here.
-#[derive(Default)]
-struct FreshHashes {
-    newer: HashMap<Vec<u8>, EnvelopeId>,
-    older: HashMap<Vec<u8>, EnvelopeId>,
-}
-
-impl FreshHashes {
-    const MAX: usize = 16_384;
-
-    fn insert(&mut self, k: Vec<u8>, first: EnvelopeId) {
-        if self.newer.len() >= Self::MAX {
-            self.older = std::mem::take(&mut self.newer);
-        }
-        self.newer.insert(k, first);
-    }
-
-    fn get(&self, k: &[u8]) -> Option<&EnvelopeId> {
-        self.newer.get(k).or_else(|| self.older.get(k))
-    }
+    /// Entries' sightings of content hashes go to the URL table (false until
+    /// [`Self::load_urls`] has moved an older index's `h` records there).
+    hashes_in_memory: AtomicBool,
 }
 
 /// A record of a batch not yet applied, decoded: read from sled at most once per batch and
@@ -455,15 +348,14 @@ struct Cached<T> {
     dirty: bool,
 }
 
-/// Reads through the writes of a batch not yet applied (`None`: removed). Envelope,
-/// referral and hash records, which entries read and change again and again, are held
-/// decoded (see [`Cached`]); the rest as the bytes they will be written as.
+/// Reads through the writes of a batch not yet applied (`None`: removed). Envelope and
+/// referral records, which entries read and change again and again, are held decoded (see
+/// [`Cached`]); the rest as the bytes they will be written as.
 struct Overlay<'a> {
     index: &'a Index,
     writes: BTreeMap<Vec<u8>, Option<Vec<u8>>>,
     envelopes: HashMap<Vec<u8>, Cached<EnvelopeRecord>>,
     referrals: HashMap<Vec<u8>, Cached<ReferralRecord>>,
-    hashes: HashMap<Vec<u8>, Cached<HashSighting>>,
     /// Per envelope (by [`pos_prefix`]), the positions of the batch's entries about it.
     positions: HashMap<Vec<u8>, Vec<EntryPos>>,
 }
@@ -539,7 +431,6 @@ impl<'a> Overlay<'a> {
             writes: BTreeMap::new(),
             envelopes: HashMap::new(),
             referrals: HashMap::new(),
-            hashes: HashMap::new(),
             positions: HashMap::new(),
         }
     }
@@ -568,23 +459,6 @@ impl<'a> Overlay<'a> {
         Ok(&mut c.value)
     }
 
-    /// The sighting of `h` (`None` if never seen), to change or create.
-    fn hash_mut(&mut self, h: &HashRef) -> Result<&mut Option<HashSighting>, StoreError> {
-        use std::collections::hash_map::Entry as Slot;
-        let c = match self.hashes.entry(hash_key(h)) {
-            Slot::Occupied(o) => o.into_mut(),
-            Slot::Vacant(v) => {
-                let value = self.index.get_hash(v.key())?;
-                v.insert(Cached {
-                    value,
-                    dirty: false,
-                })
-            }
-        };
-        c.dirty = true;
-        Ok(&mut c.value)
-    }
-
     /// Every write of the batch, encoded, in one sled batch.
     fn into_batch(self) -> sled::Batch {
         fn encoded<T: Record>(
@@ -604,8 +478,7 @@ impl<'a> Overlay<'a> {
             .into_iter()
             .chain(positions)
             .chain(encoded(self.envelopes))
-            .chain(encoded(self.referrals))
-            .chain(encoded(self.hashes));
+            .chain(encoded(self.referrals));
         for (k, v) in all {
             match v {
                 Some(v) => batch.insert(k, v),
@@ -650,9 +523,8 @@ impl<'a> Overlay<'a> {
 }
 
 impl Index {
-    /// Opens (creating) the sled database at `path` with a bounded page cache, and starts
-    /// reading the fingerprints of its hash keys (see [`HashKeys`]). The URL table is empty
-    /// until [`Self::load_urls`].
+    /// Opens (creating) the sled database at `path` with a bounded page cache. The URL
+    /// table (open URL keys and hash sightings) is empty until [`Self::load_urls`].
     pub fn open(path: &Path, cache_capacity: u64) -> Result<Self, StoreError> {
         let db = sled::Config::new()
             .path(path)
@@ -666,18 +538,6 @@ impl Index {
             path: path.to_owned(),
             message,
         })?;
-        let hash_keys = Arc::new(Mutex::new(HashKeys::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let loader = {
-            let (db, keys, stop) = (db.clone(), hash_keys.clone(), stop.clone());
-            std::thread::Builder::new()
-                .name("index-hash-keys".into())
-                .spawn(move || HashKeys::load(&db, &keys, &stop))
-                .map_err(|e| StoreError::Index {
-                    path: path.to_owned(),
-                    message: format!("starting the thread that reads the hash keys: {e}"),
-                })?
-        };
         Ok(Self {
             db,
             path: path.to_owned(),
@@ -685,9 +545,7 @@ impl Index {
             urls: Mutex::new(OpenUrls::new()),
             url_events: AtomicU64::new(0),
             snapshot_seq: Mutex::new(None),
-            fresh_hashes: Mutex::new(FreshHashes::default()),
-            hash_keys,
-            hash_loader: Some((loader, stop)),
+            hashes_in_memory: AtomicBool::new(false),
         })
     }
 
@@ -703,6 +561,10 @@ impl Index {
     pub fn load_urls(&self, store_dir: &Path, applied: u64) -> Result<UrlIndexLoad, StoreError> {
         let t = Instant::now();
         let meta = self.meta()?;
+        // An older index has its sightings under `h` (as of `applied`): the replay below
+        // leaves them alone, and they move over after it.
+        self.hashes_in_memory
+            .store(meta.hashes_in_memory, Ordering::Relaxed);
         let legacy = !meta.urls_in_memory
             && self
                 .db
@@ -744,8 +606,11 @@ impl Index {
             self.remove_legacy_urls()?;
         }
         let replayed = self.replay_urls(store_dir, from, applied)?;
-        let mut urls = self.urls();
-        urls.set_covered(None);
+        self.urls().set_covered(None);
+        if !meta.hashes_in_memory {
+            self.move_legacy_hashes(applied)?;
+        }
+        let urls = self.urls();
         let load = UrlIndexLoad {
             keys: urls.len() as u64,
             time: t.elapsed(),
@@ -755,8 +620,9 @@ impl Index {
             from,
             replayed_entries = replayed,
             secs = load.time.as_secs_f64(),
+            hash_sightings = urls.sightings(),
             approx_bytes = urls.approx_bytes(),
-            "loaded the open URL keys into memory"
+            "loaded the open URL keys and hash sightings into memory"
         );
         Ok(load)
     }
@@ -841,12 +707,69 @@ impl Index {
         self.remove_legacy_urls()
     }
 
+    /// Moves the hash sightings of an index written before they left sled (`h` records,
+    /// as of `applied`, the table holding the rest as of `applied` too) into the table:
+    /// puts them, writes a snapshot that holds them, deletes `h`, marks the index. If the
+    /// snapshot cannot be written the open fails: `h` stays their only copy besides the log
+    /// (the table's replay from the log only starts where `h` ends). A crash on the way
+    /// repeats the move on the next open: putting again a record that the snapshot holds
+    /// changes nothing, since no entry is applied in between.
+    fn move_legacy_hashes(&self, applied: u64) -> Result<(), StoreError> {
+        let mut moved = 0u64;
+        {
+            let salt = self.salt_now();
+            let mut urls = self.urls();
+            for kv in self.db.scan_prefix([HASH]) {
+                let (k, v) = kv.map_err(|e| self.err(e))?;
+                let s: HashSighting = self.decode(&k, &v)?;
+                urls.put_sighting(salt.sighting_slot(&k), &s)
+                    .map_err(|m| self.damaged(&k, &m))?;
+                moved += 1;
+            }
+        }
+        if moved > 0 {
+            tracing::info!(
+                sightings = moved,
+                "moving the hash sightings from the index to memory and the URL snapshot"
+            );
+            let copy = urlsnap::Copy {
+                salt: self.url_salt(),
+                shards: (0..SHARDS)
+                    .map(|i| (applied, self.url_copy_shard(i)))
+                    .collect(),
+                time: Duration::ZERO,
+            };
+            urlsnap::write(&self.path, &copy, || Ok(())).map_err(|e| StoreError::Index {
+                path: self.path.clone(),
+                message: format!(
+                    "writing the URL snapshot that takes over the hash sightings from the \
+                     index: {e}"
+                ),
+            })?;
+            *self.snapshot_seq() = Some(applied);
+            self.remove_prefix(HASH)?;
+        }
+        let mut meta = self.meta()?;
+        meta.hashes_in_memory = true;
+        self.db
+            .insert(META, meta.to_bytes())
+            .map_err(|e| self.err(e))?;
+        self.flush()?;
+        self.hashes_in_memory.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
     /// Deletes what is left under `u` (a move interrupted by a crash).
     fn remove_legacy_urls(&self) -> Result<(), StoreError> {
+        self.remove_prefix(LEGACY_OPEN_URL)
+    }
+
+    /// Deletes every key under `prefix`, in batches.
+    fn remove_prefix(&self, prefix: u8) -> Result<(), StoreError> {
         loop {
             let mut batch = sled::Batch::default();
             let mut n = 0;
-            for kv in self.db.scan_prefix([LEGACY_OPEN_URL]).take(65536) {
+            for kv in self.db.scan_prefix([prefix]).take(65536) {
                 let (k, _) = kv.map_err(|e| self.err(e))?;
                 batch.remove(k);
                 n += 1;
@@ -902,10 +825,15 @@ impl Index {
         v
     }
 
-    /// Open URL keys in memory now, and the approximate bytes of their table.
-    pub fn url_memory(&self) -> (u64, u64) {
+    /// Open URL keys and hash sightings in memory now, and the approximate bytes of their
+    /// table.
+    pub fn url_memory(&self) -> UrlMemory {
         let urls = self.urls();
-        (urls.len() as u64, urls.approx_bytes() as u64)
+        UrlMemory {
+            open_keys: urls.len() as u64,
+            sightings: urls.sightings() as u64,
+            approx_bytes: urls.approx_bytes() as u64,
+        }
     }
 
     fn damaged(&self, k: &[u8], message: &str) -> StoreError {
@@ -971,30 +899,13 @@ impl Index {
                 applied,
                 frontier: frontier.clone(),
                 urls_in_memory: true,
+                hashes_in_memory: self.hashes_in_memory.load(Ordering::Relaxed),
             },
         );
-        let fresh: Vec<(Vec<u8>, EnvelopeId)> = o
-            .hashes
-            .iter()
-            .filter(|(_, c)| c.dirty)
-            .filter_map(|(k, c)| Some((k.clone(), c.value.as_ref()?.first_referral.clone())))
-            .collect();
         self.db
             .apply_batch(o.into_batch())
-            .map_err(|e| self.err(e))?;
-        let mut keys = self.hash_keys();
-        for (k, _) in &fresh {
-            keys.insert(k);
-        }
-        drop(keys);
-        let mut cache = self
-            .fresh_hashes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for (k, first) in fresh {
-            cache.insert(k, first);
-        }
-        Ok(())
+            .map_err(|e| self.err(e))
+            .map(|_| ())
     }
 
     pub fn envelope(&self, id: &EnvelopeId) -> Result<Option<EnvelopeRecord>, StoreError> {
@@ -1046,44 +957,16 @@ impl Index {
         }
     }
 
-    fn hash_keys(&self) -> std::sync::MutexGuard<'_, HashKeys> {
-        // Every change is one insert into a set: a panic cannot leave it half-changed.
-        self.hash_keys
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    #[cfg(test)]
-    pub fn hash_keys_complete(&self) -> bool {
-        self.hash_keys().complete
-    }
-
-    /// The record at hash key `k`, unless [`HashKeys`] knows that there is none.
-    fn get_hash(&self, k: &[u8]) -> Result<Option<HashSighting>, StoreError> {
-        if !self.hash_keys().may_hold(k) {
-            return Ok(None);
-        }
-        self.get(k)
-    }
-
+    /// The sighting of `h`, from the URL table (see [`OpenUrls::sighting`]).
     pub fn hash_sighting(&self, h: &HashRef) -> Result<Option<HashSighting>, StoreError> {
-        self.get_hash(&hash_key(h))
+        let k = hash_key(h);
+        let slot = self.salt_now().sighting_slot(&k);
+        self.urls().sighting(&slot).map_err(|m| self.damaged(&k, &m))
     }
 
-    /// The referral that brought `h` first: from the latest batches' sightings if it is
-    /// among them (see [`FreshHashes`]), else from sled.
+    /// The referral that brought `h` first.
     pub fn hash_first_referral(&self, h: &HashRef) -> Result<Option<EnvelopeId>, StoreError> {
-        let k = hash_key(h);
-        let cached = self
-            .fresh_hashes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .get(&k)
-            .cloned();
-        match cached {
-            Some(first) => Ok(Some(first)),
-            None => Ok(self.get_hash(&k)?.map(|s| s.first_referral)),
-        }
+        Ok(self.hash_sighting(h)?.map(|s| s.first_referral))
     }
 
     pub fn referral(&self, id: &EnvelopeId) -> Result<Option<ReferralRecord>, StoreError> {
@@ -1243,6 +1126,36 @@ fn url_duplicate(
     }
 }
 
+/// A sighting of content hash `h` in referral `id`'s `received` entry (`seq`): the first
+/// makes `id` its first referral, every one (a redelivery's included) counts.
+fn sighting(
+    index: &Index,
+    h: &HashRef,
+    id: &EnvelopeId,
+    t: DateTime<Utc>,
+    seq: u64,
+) -> Result<(), StoreError> {
+    let k = hash_key(h);
+    let slot = index.salt_now().sighting_slot(&k);
+    let mut urls = index.urls();
+    if urls.covers(&slot, seq) {
+        return Ok(());
+    }
+    url_event(index);
+    let s = match urls.sighting(&slot).map_err(|m| index.damaged(&k, &m))? {
+        Some(mut s) => {
+            s.count += 1;
+            s
+        }
+        None => HashSighting {
+            first_referral: id.clone(),
+            first_seen: t,
+            count: 1,
+        },
+    };
+    urls.put_sighting(slot, &s).map_err(|m| index.damaged(&k, &m))
+}
+
 /// Closes `(dest, key)` if it is open and held by `referral` (entry `seq`).
 fn close_if_held(
     o: &mut Overlay<'_>,
@@ -1270,7 +1183,8 @@ fn close_if_held(
     Ok(())
 }
 
-/// The URL effects of one entry: on the open-key table, and (through `o`) closed records.
+/// The URL effects of one entry: on the open-key table, and (through `o`) closed records;
+/// and its sightings of content hashes, which live in the same table.
 /// `rr`: the record of the referral a `routed` entry is about, if the caller has it (else
 /// it is read through `o`). [`apply_one`] applies them with the rest of the entry's effects;
 /// [`Index::load_urls`] replays them alone for entries sled has applied already.
@@ -1282,6 +1196,15 @@ fn url_effects(
     let t = e.time;
     let seq = e.seq.0;
     match &e.event {
+        Event::Received(d) => {
+            if let (Kind::Referral, Some(id)) = (d.kind, &e.envelope)
+                && o.index.hashes_in_memory.load(Ordering::Relaxed)
+            {
+                for h in d.items.iter().flat_map(|i| &i.hashes) {
+                    sighting(o.index, h, id, t, seq)?;
+                }
+            }
+        }
         Event::Routed(d) => {
             let (Some(dest), Some(id)) = (&e.destination, &e.envelope) else {
                 return Ok(());
@@ -1370,27 +1293,15 @@ fn apply_one(o: &mut Overlay<'_>, e: &Entry, pos: EntryPos) -> Result<(), StoreE
                 r.kind = Some(d.kind);
                 r.received = Some(seq);
             })?;
+            // (Its hashes' sightings are URL-table effects: see `url_effects`.)
             if let (Kind::Referral, Some(id), Some(origin)) = (d.kind, &e.envelope, &e.participant)
+                && o.referral(id)?.is_none()
             {
-                if o.referral(id)?.is_none() {
-                    *o.referral_mut(id)? = Some(ReferralRecord {
-                        origin: origin.clone(),
-                        items: d.items.clone(),
-                        destinations: Default::default(),
-                    });
-                }
-                for h in d.items.iter().flat_map(|i| &i.hashes) {
-                    match o.hash_mut(h)? {
-                        Some(s) => s.count += 1,
-                        s @ None => {
-                            *s = Some(HashSighting {
-                                first_referral: id.clone(),
-                                first_seen: t,
-                                count: 1,
-                            });
-                        }
-                    }
-                }
+                *o.referral_mut(id)? = Some(ReferralRecord {
+                    origin: origin.clone(),
+                    items: d.items.clone(),
+                    destinations: Default::default(),
+                });
             }
         }
         Event::Rejected(d) => {
@@ -1537,19 +1448,6 @@ mod tests {
         for bad in [&[2][..], &b[..b.len() - 1], &[][..], &[9; 25][..]] {
             assert!(Positions::from_bytes(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn fresh_hashes_keep_at_least_the_last_max_keys() {
-        let mut f = FreshHashes::default();
-        let id = EnvelopeId::new_v7();
-        let n = 2 * FreshHashes::MAX + 10;
-        for i in 0..n {
-            f.insert(i.to_be_bytes().to_vec(), id.clone());
-        }
-        assert!((n - FreshHashes::MAX..n).all(|i| f.get(&i.to_be_bytes()).is_some()));
-        assert!(f.get(&0usize.to_be_bytes()).is_none());
-        assert!(f.newer.len() + f.older.len() <= 2 * FreshHashes::MAX);
     }
 
     #[test]

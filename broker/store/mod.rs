@@ -298,12 +298,14 @@ pub struct UrlIndexLoad {
     pub time: Duration,
 }
 
-/// The in-memory index of open URL keys now.
+/// The in-memory index of open URL keys (and hash sightings) now.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct UrlIndexStats {
     /// Open keys held (logged, or reserved by a check whose entry is not applied yet).
     pub open_keys: u64,
-    /// Approximate heap bytes of its table.
+    /// Content hashes seen (their sightings share the table).
+    pub hash_sightings: u64,
+    /// Approximate heap bytes of its table (both kinds).
     pub approx_bytes: u64,
 }
 
@@ -654,11 +656,20 @@ impl Store {
 
     /// The in-memory index of open URL keys: size and approximate memory.
     pub fn url_index(&self) -> UrlIndexStats {
-        let (open_keys, approx_bytes) = self.current().map_or((0, 0), |p| p.index.url_memory());
-        UrlIndexStats {
-            open_keys,
-            approx_bytes,
-        }
+        self.current()
+            .map(|p| p.index.url_memory())
+            .map_or(
+                UrlIndexStats {
+                    open_keys: 0,
+                    hash_sightings: 0,
+                    approx_bytes: 0,
+                },
+                |m| UrlIndexStats {
+                    open_keys: m.open_keys,
+                    hash_sightings: m.sightings,
+                    approx_bytes: m.approx_bytes,
+                },
+            )
     }
 
     /// The first sighting of a content hash (from `received` entries of referrals).
@@ -750,19 +761,6 @@ impl Store {
         #[allow(clippy::expect_used)]
         let parts = self.current().expect("the store is open");
         parts.writer.faults.clone()
-    }
-
-    /// Test hook: waits (up to 10 s) until the index has read its hash keys.
-    #[cfg(test)]
-    fn wait_for_hash_keys(&self) -> bool {
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while std::time::Instant::now() < deadline {
-            if self.current().is_some_and(|p| p.index.hash_keys_complete()) {
-                return true;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        false
     }
 }
 

@@ -447,6 +447,13 @@ fn an_index_with_the_url_keys_in_sled_moves_them_to_memory_on_open() {
         .map(|k| (k, s.url_key(&de, &k).unwrap().unwrap()))
         .collect();
     let table = url_table(&s);
+    let sightings: Vec<(HashRef, HashSighting)> = (1..=4)
+        .filter_map(|n| {
+            let h = item(n).hashes[0].clone();
+            let sighting = s.hash_sighting(&h).unwrap()?;
+            Some((h, sighting))
+        })
+        .collect();
     drop(s);
     std::fs::remove_file(dir.path().join("index").join(urlsnap::FILE)).unwrap();
     let tail = |k: &UrlKey| [de.as_str().as_bytes(), &[0], &k.0].concat();
@@ -481,6 +488,8 @@ fn an_index_with_the_url_keys_in_sled_moves_them_to_memory_on_open() {
         db.insert(b"m", serde_json::to_vec(&meta).unwrap()).unwrap();
         db.flush().unwrap();
     }
+    // That index kept the hash sightings in sled too.
+    make_hash_sightings_legacy(dir.path(), &sightings);
     let (s, r) = open(dir.path());
     assert_eq!((r.replayed, r.url_load.keys), (0, 2));
     assert_eq!(answers(&s, &ids), before);
@@ -1183,11 +1192,35 @@ fn a_sigkill_leaves_the_url_table_a_rebuild_would_give() {
     }
 }
 
+/// An index written when hash sightings were kept in sled: `h` records (JSON, as the
+/// first versions wrote them), no `hashes_in_memory` in the meta record and no URL
+/// snapshot (it would hold them).
+fn make_hash_sightings_legacy(dir: &Path, sightings: &[(HashRef, HashSighting)]) {
+    let _ = std::fs::remove_file(dir.join("index").join(urlsnap::FILE));
+    let db = sled::open(dir.join("index")).unwrap();
+    for (h, s) in sightings {
+        let k = [b"h", h.algorithm.as_str().as_bytes(), &[0], h.value.as_bytes()].concat();
+        db.insert(k, serde_json::to_vec(s).unwrap()).unwrap();
+    }
+    let mut meta: serde_json::Value =
+        serde_json::from_slice(&db.get(b"m").unwrap().unwrap()).unwrap();
+    meta.as_object_mut().unwrap().remove("hashes_in_memory");
+    db.insert(b"m", serde_json::to_vec(&meta).unwrap()).unwrap();
+    db.flush().unwrap();
+}
+
+/// Hash sightings live in the URL table: the same answers after a close (from the
+/// snapshot), after a crash (replayed from the log), and from an older index whose `h`
+/// records move into the table on open (then `h` is empty).
 #[test]
-fn the_first_referral_of_a_hash_is_the_same_from_memory_and_from_sled() {
+fn hash_sightings_survive_a_close_a_crash_and_the_move_out_of_sled() {
     let dir = tempfile::tempdir().unwrap();
     let (s, _) = open(dir.path());
-    let (a, b) = (EnvelopeId::new_v7(), EnvelopeId::new_v7());
+    let (a, b, c) = (
+        EnvelopeId::new_v7(),
+        EnvelopeId::new_v7(),
+        EnvelopeId::new_v7(),
+    );
     // A brings hashes 1 and 2; B brings 2 again and 3, in one batch with a second copy of A's
     // `received` (a redelivery): neither changes who came first.
     s.append_blocking(vec![received(
@@ -1201,9 +1234,8 @@ fn the_first_referral_of_a_hash_is_the_same_from_memory_and_from_sled() {
         received(&a, "fr.pointdecontact", vec![item(1), item(2)]),
     ])
     .unwrap();
-    let expect = [(1, Some(&a)), (2, Some(&a)), (3, Some(&b)), (4, None)];
-    let answers = |s: &Store| {
-        for (n, first) in expect {
+    let answers = |s: &Store, expect: &[(u8, Option<&EnvelopeId>, u64)]| {
+        for &(n, first, count) in expect {
             let h = &item(n).hashes[0];
             assert_eq!(
                 s.hash_first_referral(h).unwrap().as_ref(),
@@ -1212,33 +1244,64 @@ fn the_first_referral_of_a_hash_is_the_same_from_memory_and_from_sled() {
             );
             let sighting = s.hash_sighting(h).unwrap();
             assert_eq!(
-                sighting.as_ref().map(|s| &s.first_referral),
-                first,
+                sighting.as_ref().map(|s| (&s.first_referral, s.count)),
+                first.map(|f| (f, count)),
                 "hash {n}"
             );
         }
     };
-    answers(&s);
-    assert_eq!(
-        s.hash_sighting(&item(2).hashes[0]).unwrap().unwrap().count,
-        3
-    );
+    let three = [
+        (1, Some(&a), 2),
+        (2, Some(&a), 3),
+        (3, Some(&b), 1),
+        (4, None, 0),
+    ];
+    answers(&s, &three);
+    assert_eq!(s.url_index().hash_sightings, 3);
     drop(s);
-    // A new process has nothing in memory: the same answers from sled (while the hash keys
-    // load, and after; then a new sighting is known at once).
-    let (s, _) = open(dir.path());
-    answers(&s);
-    assert!(s.wait_for_hash_keys(), "the hash keys load");
-    answers(&s);
-    let c = EnvelopeId::new_v7();
+    let (s, r) = open(dir.path());
+    assert_eq!(r.replayed, 0);
+    answers(&s, &three);
+    // C brings hash 4; then a crash: no snapshot has it, the log does.
+    s.faults()
+        .no_url_snapshots
+        .store(true, std::sync::atomic::Ordering::SeqCst);
     s.append_blocking(vec![received(&c, "it.stop-it", vec![item(4)])])
         .unwrap();
-    assert_eq!(s.hash_first_referral(&item(4).hashes[0]).unwrap(), Some(c));
+    let four = [
+        (1, Some(&a), 2),
+        (2, Some(&a), 3),
+        (3, Some(&b), 1),
+        (4, Some(&c), 1),
+    ];
+    answers(&s, &four);
+    let sightings: Vec<(HashRef, HashSighting)> = (1..=4)
+        .map(|n| {
+            let h = item(n).hashes[0].clone();
+            let sighting = s.hash_sighting(&h).unwrap().unwrap();
+            (h, sighting)
+        })
+        .collect();
     drop(s);
-    // Closed while loading (a fresh store loads fast: close at once): the lock is released.
     let (s, _) = open(dir.path());
+    answers(&s, &four);
+    assert_eq!(s.url_index().hash_sightings, 4);
     drop(s);
+    // An older index: the sightings in sled, none in a snapshot (there is none).
+    make_hash_sightings_legacy(dir.path(), &sightings);
     let (s, _) = open(dir.path());
-    assert!(s.wait_for_hash_keys());
-    assert!(s.hash_first_referral(&item(5).hashes[0]).unwrap().is_none());
+    answers(&s, &four);
+    let snap = urlsnap::read(&dir.path().join("index")).unwrap().unwrap();
+    assert_eq!(snap.urls.sightings(), 4);
+    drop(s);
+    {
+        let db = sled::open(dir.path().join("index")).unwrap();
+        assert_eq!(db.scan_prefix(b"h").count(), 0);
+    }
+    let (s, _) = open(dir.path());
+    answers(&s, &four);
+    let d = EnvelopeId::new_v7();
+    s.append_blocking(vec![received(&d, "it.stop-it", vec![item(4), item(5)])])
+        .unwrap();
+    answers(&s, &[(4, Some(&c), 2), (5, Some(&d), 1)]);
 }

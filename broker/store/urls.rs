@@ -9,7 +9,10 @@
 //! reservation of the same slot, a reservation never changes a logged record), so the
 //! logged records are exactly what replaying the log gives, whatever was reserved meanwhile.
 //! Closed keys are not kept here (they are in sled, under their own prefix, for `url_key`
-//! reads). This table is the only copy of the open keys besides the log: [`super::urlsnap`]
+//! reads). The table also holds the sightings of content hashes, flagged as such, under
+//! slots of their own ([`OpenUrls::sighting`]): they are persisted the same way, and count
+//! in the memory figures below like a key (they are never reserved or closed). This table is
+//! the only copy of the open keys (and sightings) besides the log: [`super::urlsnap`]
 //! persists it as a snapshot file from time to time, and opening the store loads that
 //! snapshot and replays the URL effects of the entries after it. A reservation is lost when
 //! the process stops: its referral was not acked, is redelivered and checks again.
@@ -42,7 +45,7 @@ use std::hash::{BuildHasherDefault, Hash, Hasher};
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 
-use super::records::UrlKeyRecord;
+use super::records::{HashSighting, UrlKeyRecord};
 use crate::ids::EnvelopeId;
 
 /// Where one (destination, URL key) pair lives in the table; see the module documentation.
@@ -100,7 +103,7 @@ fn pack_id(id: &EnvelopeId) -> Result<PackedId, String> {
 fn unpack_id(b: &[u8]) -> Result<EnvelopeId, String> {
     let mut raw = [0u8; 16];
     raw.copy_from_slice(&b[1..17]);
-    let s = match b[0] & !RESERVED {
+    let s = match b[0] & !(RESERVED | SIGHTING) {
         0 => uuid::Uuid::from_bytes(raw).hyphenated().to_string(),
         1 => ulid::Ulid::from_bytes(raw).to_string(),
         t => return Err(format!("packed envelope id with tag {t}")),
@@ -110,6 +113,9 @@ fn unpack_id(b: &[u8]) -> Result<EnvelopeId, String> {
 
 /// Set in the holder's tag byte of a record that is only reserved (not logged yet).
 const RESERVED: u8 = 0x80;
+
+/// Set in the holder's tag byte of a content hash's sighting (see [`OpenUrls::sighting`]).
+const SIGHTING: u8 = 0x40;
 
 /// Bytes of a packed record (see [`Packed`]).
 pub(super) const RECORD_BYTES: usize = 41;
@@ -129,16 +135,20 @@ impl Packed {
         Self(b)
     }
 
-    /// The holder, without the reservation flag.
+    /// The holder, without the reservation and sighting flags.
     fn holder(&self) -> PackedId {
         let mut h = [0u8; 17];
         h.copy_from_slice(&self.0[..17]);
-        h[0] &= !RESERVED;
+        h[0] &= !(RESERVED | SIGHTING);
         h
     }
 
     fn reserved(&self) -> bool {
         self.0[0] & RESERVED != 0
+    }
+
+    fn is_sighting(&self) -> bool {
+        self.0[0] & SIGHTING != 0
     }
 
     fn int(&self, at: usize) -> [u8; 8] {
@@ -186,6 +196,8 @@ pub(super) type Row = ([u8; 16], [u8; RECORD_BYTES]);
 /// the keys.
 pub(super) struct OpenUrls {
     shards: Vec<Shard>,
+    /// Records that are hash sightings (the rest are URL keys).
+    sightings: usize,
     /// While replaying the log after a snapshot: per shard, the seq up to which the shard
     /// already holds the entries' effects (see [`Self::covers`]).
     covered: Option<Vec<u64>>,
@@ -201,6 +213,16 @@ impl Salt {
         let mut s = [0u8; 16];
         getrandom::fill(&mut s).map_err(|e| format!("drawing the URL index salt: {e}"))?;
         Ok(Self(s))
+    }
+
+    /// The slot of a content hash's sighting: [`Self::slot`] of 0xFF ‖ `key`, the hash's
+    /// sled key (`h`, algorithm, 0x00, value). No URL tail starts with 0xFF (it starts with
+    /// a participant id, UTF-8), so the two kinds never share a slot's input.
+    pub fn sighting_slot(&self, key: &[u8]) -> Slot {
+        let mut tail = Vec::with_capacity(1 + key.len());
+        tail.push(0xFF);
+        tail.extend_from_slice(key);
+        self.slot(&tail)
     }
 
     /// The slot of `tail` = destination ‖ 0x00 ‖ URL key (the sled key without its prefix).
@@ -219,6 +241,7 @@ impl OpenUrls {
     pub fn new() -> Self {
         Self {
             shards: (0..SHARDS).map(|_| Shard::default()).collect(),
+            sightings: 0,
             covered: None,
         }
     }
@@ -236,9 +259,30 @@ impl OpenUrls {
         &mut self.shards[Self::shard(slot)]
     }
 
-    /// Open keys held (logged or reserved).
+    /// Open URL keys held (logged or reserved).
     pub fn len(&self) -> usize {
+        self.records() - self.sightings
+    }
+
+    /// Hash sightings held.
+    pub fn sightings(&self) -> usize {
+        self.sightings
+    }
+
+    /// Every record: open URL keys and hash sightings (what a snapshot's cost is in).
+    pub fn records(&self) -> usize {
         self.shards.iter().map(HashMap::len).sum()
+    }
+
+    /// Inserts `p` at `slot`, keeping the sighting count.
+    fn insert(&mut self, slot: Slot, p: Packed) {
+        let new = p.is_sighting();
+        let old = self.map_mut(&slot).insert(slot, p).map(|o| o.is_sighting());
+        match (old, new) {
+            (Some(true), false) => self.sightings -= 1,
+            (None | Some(false), true) => self.sightings += 1,
+            _ => {}
+        }
     }
 
     /// Makes room for `n` more keys in shard `i`.
@@ -280,19 +324,47 @@ impl OpenUrls {
     pub fn put(&mut self, slot: Slot, r: &UrlKeyRecord) -> Result<(), String> {
         debug_assert!(r.open);
         let holder = pack_id(&r.first_referral)?;
-        self.map_mut(&slot).insert(
+        self.insert(
             slot,
             Packed::new(&holder, r.count, r.first_seen, r.last_seen),
         );
         Ok(())
     }
 
-    /// Forgets a logged key (it was closed). A reservation stays.
+    /// Forgets a logged key (it was closed). A reservation stays; so does a sighting.
     pub fn remove(&mut self, slot: &Slot) {
         let m = self.map_mut(slot);
-        if m.get(slot).is_some_and(|p| !p.reserved()) {
+        if m.get(slot).is_some_and(|p| !p.reserved() && !p.is_sighting()) {
             m.remove(slot);
         }
+    }
+
+    /// The sighting of a content hash at `slot` (the slot of [`Salt::sighting_slot`]): the
+    /// index keeps them in this table too, so that they are persisted with the URL keys (the
+    /// same snapshot, the same replay) instead of in sled, where they were half of the keys
+    /// every referral wrote, at random places (`ops/bench`). A sighting's record is a URL
+    /// key's layout with [`SIGHTING`] in the tag: first referral, count, first seen (ms).
+    pub fn sighting(&self, slot: &Slot) -> Result<Option<HashSighting>, String> {
+        let Some(p) = self.map(slot).get(slot).filter(|p| p.is_sighting()) else {
+            return Ok(None);
+        };
+        let r = p.record()?;
+        Ok(Some(HashSighting {
+            first_referral: r.first_referral,
+            first_seen: r.first_seen,
+            count: r.count,
+        }))
+    }
+
+    /// Sets the sighting at `slot`.
+    pub fn put_sighting(&mut self, slot: Slot, s: &HashSighting) -> Result<(), String> {
+        let mut holder = pack_id(&s.first_referral)?;
+        holder[0] |= SIGHTING;
+        self.insert(
+            slot,
+            Packed::new(&holder, s.count, s.first_seen, s.first_seen),
+        );
+        Ok(())
     }
 
     /// The logged records of shard `i` (reservations left out): what a snapshot holds.
@@ -321,6 +393,7 @@ impl OpenUrls {
             std::collections::hash_map::Entry::Occupied(_) => Err("a slot twice".into()),
             std::collections::hash_map::Entry::Vacant(v) => {
                 v.insert(p);
+                self.sightings += usize::from(p.is_sighting());
                 Ok(())
             }
         }
@@ -341,13 +414,13 @@ impl OpenUrls {
             .is_some_and(|&from| seq < from)
     }
 
-    /// Every logged record, decoded, in no particular order (tests compare tables).
+    /// Every logged URL record, decoded, in no particular order (tests compare tables).
     #[cfg(test)]
     pub fn logged_list(&self) -> Vec<UrlKeyRecord> {
         self.shards
             .iter()
             .flat_map(HashMap::values)
-            .filter(|p| !p.reserved())
+            .filter(|p| !p.reserved() && !p.is_sighting())
             .filter_map(|p| p.record().ok())
             .collect()
     }
@@ -433,6 +506,52 @@ mod tests {
         assert!(m.approx_bytes() >= 2 * 58);
         m.remove(&s2);
         assert_eq!(m.get(&s2).unwrap(), None);
+    }
+
+    #[test]
+    fn sightings_share_the_table_but_not_the_url_keys_count_or_their_operations() {
+        let salt = Salt::random().unwrap();
+        let (a, b) = (EnvelopeId::new_v7(), EnvelopeId::new_v7());
+        let now = Utc::now().trunc_subsecs(3);
+        let hk = b"hsha256\x00ab12";
+        let (sh, su) = (salt.sighting_slot(hk), salt.slot(b"de.eco\x00key"));
+        assert_ne!(sh, salt.slot(hk));
+        let mut m = OpenUrls::new();
+        let s = HashSighting {
+            first_referral: a.clone(),
+            first_seen: now,
+            count: 1,
+        };
+        m.put_sighting(sh, &s).unwrap();
+        m.put_sighting(sh, &HashSighting { count: 2, ..s.clone() })
+            .unwrap();
+        m.check_and_open(su, &b, now).unwrap();
+        assert_eq!((m.len(), m.sightings(), m.records()), (1, 1, 2));
+        assert_eq!(m.sighting(&sh).unwrap().unwrap().count, 2);
+        assert_eq!(m.sighting(&su).unwrap(), None);
+        // A close never drops a sighting; a URL record put over one makes it a key.
+        m.remove(&sh);
+        assert!(m.sighting(&sh).unwrap().is_some());
+        let rows: Vec<Row> = (0..SHARDS).flat_map(|i| m.copy_shard(i)).collect();
+        assert_eq!(rows.len(), 1);
+        let mut back = OpenUrls::new();
+        back.insert_logged(rows[0]).unwrap();
+        assert_eq!((back.len(), back.sightings()), (0, 1));
+        assert_eq!(back.sighting(&sh).unwrap(), m.sighting(&sh).unwrap());
+        assert!(back.logged_list().is_empty());
+        back.put(
+            sh,
+            &UrlKeyRecord {
+                open: true,
+                first_referral: b,
+                count: 1,
+                first_seen: now,
+                last_seen: now,
+            },
+        )
+        .unwrap();
+        assert_eq!((back.len(), back.sightings()), (1, 0));
+        assert_eq!(back.sighting(&sh).unwrap(), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! # The file: `index/urls.snap`
 //!
 //! ```text
-//! magic "RBURLSNP" | version u32 LE (2) | salt [16] | shards u32 LE (256)
+//! magic "RBURLSNP" | version u32 LE (3) | salt [16] | shards u32 LE (256)
 //! per shard: seq u64 LE | keys u64 LE | keys × (slot [16] | record [41])
 //! SHA-256 of everything above [32]
 //! ```
@@ -63,7 +63,12 @@ use super::urls::{OpenUrls, RECORD_BYTES, Row, SHARDS, Salt, Slot};
 pub(super) const FILE: &str = "urls.snap";
 const TMP: &str = "urls.snap.tmp";
 const MAGIC: &[u8; 8] = b"RBURLSNP";
-const VERSION: u32 = 2;
+/// 3: the rows include hash sightings (flagged in their record, see
+/// [`super::urls::OpenUrls::sighting`]); a version 2 file has none and still reads (its
+/// index has them under `h`, which opening moves over). A build that reads only 2 refuses
+/// a 3 and replays the log instead.
+const VERSION: u32 = 3;
+const READS: std::ops::RangeInclusive<u32> = 2..=VERSION;
 const HEADER: usize = 8 + 4 + 16 + 4;
 const SHARD_HEADER: usize = 8 + 8;
 const ROW: usize = 16 + RECORD_BYTES;
@@ -230,8 +235,11 @@ fn read_from(file: File) -> Result<Snapshot, String> {
         return Err("not a URL snapshot".into());
     }
     let version = u32::from_le_bytes(take(&mut r, &mut sum)?);
-    if version != VERSION {
-        return Err(format!("version {version}, this build reads {VERSION}"));
+    if !READS.contains(&version) {
+        return Err(format!(
+            "version {version}, this build reads {} to {VERSION}",
+            READS.start()
+        ));
     }
     let salt = Salt(take(&mut r, &mut sum)?);
     let shards = u32::from_le_bytes(take(&mut r, &mut sum)?);
@@ -299,7 +307,7 @@ impl Snapshots {
             dir: index.path().to_owned(),
             on_disk,
             events_at_start: 0,
-            open_at_start: index.url_memory().0,
+            open_at_start: index.url_memory().records(),
             copying: None,
             writing: None,
             index,
@@ -323,7 +331,7 @@ impl Snapshots {
                 return;
             }
             self.events_at_start = events;
-            self.open_at_start = self.index.url_memory().0;
+            self.open_at_start = self.index.url_memory().records();
             self.copying = Some(Copy {
                 salt: self.index.url_salt(),
                 shards: Vec::with_capacity(SHARDS),
