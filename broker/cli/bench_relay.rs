@@ -1110,13 +1110,16 @@ pub fn run(args: BenchE2eArgs) -> anyhow::Result<ExitCode> {
     );
     for (s, f) in &results {
         let node = f.cpu_node_throughput.map(|n| f.us_per_referral(n));
-        let total = f.others_us().map(|o| o + f.us_per_referral(f.cpu_throughput));
+        let total = f
+            .others_us()
+            .map(|o| o + f.us_per_referral(f.cpu_throughput));
         let busy = total.map(|t| t * f.per_sec() / 1e6 / cores as f64 * 100.0);
         // Messages the node carried per referral: the submit, the deliveries, and the
         // others the participants consumed (receipts, notices, status).
-        let msgs = (f.referrals + f.deliveries + f.other_throughput) as f64
-            / f.referrals.max(1) as f64;
-        let show = |v: Option<f64>, unit: &str| v.map_or("?".to_owned(), |v| format!("{v:.0}{unit}"));
+        let msgs =
+            (f.referrals + f.deliveries + f.other_throughput) as f64 / f.referrals.max(1) as f64;
+        let show =
+            |v: Option<f64>, unit: &str| v.map_or("?".to_owned(), |v| format!("{v:.0}{unit}"));
         println!(
             "{:<10} {:>9.0} {:>9} {:>10.0} {:>9} {:>13} {:>11}",
             s.name(),
@@ -1137,7 +1140,9 @@ pub fn run(args: BenchE2eArgs) -> anyhow::Result<ExitCode> {
             r.offered,
             ms(r.p99)
         );
-        let b_total = b.others_us().map(|o| o + b.us_per_referral(b.cpu_throughput));
+        let b_total = b
+            .others_us()
+            .map(|o| o + b.us_per_referral(b.cpu_throughput));
         if let (Some(bt), Some(ro)) = (b_total, r.others_us()) {
             println!(
                 "bound on a saturated machine: the node and the generator alone use {ro:.0} µs \

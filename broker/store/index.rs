@@ -961,7 +961,9 @@ impl Index {
     pub fn hash_sighting(&self, h: &HashRef) -> Result<Option<HashSighting>, StoreError> {
         let k = hash_key(h);
         let slot = self.salt_now().sighting_slot(&k);
-        self.urls().sighting(&slot).map_err(|m| self.damaged(&k, &m))
+        self.urls()
+            .sighting(&slot)
+            .map_err(|m| self.damaged(&k, &m))
     }
 
     /// The referral that brought `h` first.
@@ -1153,7 +1155,8 @@ fn sighting(
             count: 1,
         },
     };
-    urls.put_sighting(slot, &s).map_err(|m| index.damaged(&k, &m))
+    urls.put_sighting(slot, &s)
+        .map_err(|m| index.damaged(&k, &m))
 }
 
 /// Closes `(dest, key)` if it is open and held by `referral` (entry `seq`).

@@ -656,20 +656,18 @@ impl Store {
 
     /// The in-memory index of open URL keys: size and approximate memory.
     pub fn url_index(&self) -> UrlIndexStats {
-        self.current()
-            .map(|p| p.index.url_memory())
-            .map_or(
-                UrlIndexStats {
-                    open_keys: 0,
-                    hash_sightings: 0,
-                    approx_bytes: 0,
-                },
-                |m| UrlIndexStats {
-                    open_keys: m.open_keys,
-                    hash_sightings: m.sightings,
-                    approx_bytes: m.approx_bytes,
-                },
-            )
+        self.current().map(|p| p.index.url_memory()).map_or(
+            UrlIndexStats {
+                open_keys: 0,
+                hash_sightings: 0,
+                approx_bytes: 0,
+            },
+            |m| UrlIndexStats {
+                open_keys: m.open_keys,
+                hash_sightings: m.sightings,
+                approx_bytes: m.approx_bytes,
+            },
+        )
     }
 
     /// The first sighting of a content hash (from `received` entries of referrals).

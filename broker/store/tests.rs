@@ -1199,7 +1199,13 @@ fn make_hash_sightings_legacy(dir: &Path, sightings: &[(HashRef, HashSighting)])
     let _ = std::fs::remove_file(dir.join("index").join(urlsnap::FILE));
     let db = sled::open(dir.join("index")).unwrap();
     for (h, s) in sightings {
-        let k = [b"h", h.algorithm.as_str().as_bytes(), &[0], h.value.as_bytes()].concat();
+        let k = [
+            b"h",
+            h.algorithm.as_str().as_bytes(),
+            &[0],
+            h.value.as_bytes(),
+        ]
+        .concat();
         db.insert(k, serde_json::to_vec(s).unwrap()).unwrap();
     }
     let mut meta: serde_json::Value =

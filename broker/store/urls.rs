@@ -334,7 +334,9 @@ impl OpenUrls {
     /// Forgets a logged key (it was closed). A reservation stays; so does a sighting.
     pub fn remove(&mut self, slot: &Slot) {
         let m = self.map_mut(slot);
-        if m.get(slot).is_some_and(|p| !p.reserved() && !p.is_sighting()) {
+        if m.get(slot)
+            .is_some_and(|p| !p.reserved() && !p.is_sighting())
+        {
             m.remove(slot);
         }
     }
@@ -523,8 +525,14 @@ mod tests {
             count: 1,
         };
         m.put_sighting(sh, &s).unwrap();
-        m.put_sighting(sh, &HashSighting { count: 2, ..s.clone() })
-            .unwrap();
+        m.put_sighting(
+            sh,
+            &HashSighting {
+                count: 2,
+                ..s.clone()
+            },
+        )
+        .unwrap();
         m.check_and_open(su, &b, now).unwrap();
         assert_eq!((m.len(), m.sightings(), m.records()), (1, 1, 2));
         assert_eq!(m.sighting(&sh).unwrap().unwrap().count, 2);
