@@ -1200,7 +1200,7 @@ fn url_effects(
     let seq = e.seq.0;
     match &e.event {
         Event::Received(d) => {
-            if let (Kind::Referral, Some(id)) = (d.kind, &e.envelope)
+            if let (Kind::Referral, Some(id), Some(_)) = (d.kind, &e.envelope, &e.participant)
                 && o.index.hashes_in_memory.load(Ordering::Relaxed)
             {
                 for h in d.items.iter().flat_map(|i| &i.hashes) {

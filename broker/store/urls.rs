@@ -261,7 +261,7 @@ impl OpenUrls {
 
     /// Open URL keys held (logged or reserved).
     pub fn len(&self) -> usize {
-        self.records() - self.sightings
+        self.records().saturating_sub(self.sightings)
     }
 
     /// Hash sightings held.
