@@ -38,6 +38,12 @@
 //!   referral, so the node's and the generator's share bound the ratio whatever the system
 //!   under test costs; the summary prints that bound.
 //!
+//! - the share of the machine's CPU time the hypervisor stole in the throughput phase
+//!   (`/proc/stat`): a round with a high steal measured a slower machine.
+//!
+//! With `--rounds N` the systems run N times, alternating; the ratio is printed per round
+//! (each against the baseline of its own round) and as the median.
+//!
 //! The consumers ack with `multiple` every 64 deliveries (prefetch 1000), the same for both.
 
 use std::collections::{BTreeMap, HashMap};
@@ -102,6 +108,11 @@ pub struct BenchE2eArgs {
     /// Which systems, in order.
     #[arg(long, value_delimiter = ',', default_value = "baseline,broker")]
     systems: Vec<System>,
+    /// Rounds: each runs every system once, in order; the ratio is printed per round and,
+    /// with several, as the median. On a shared machine one round can be off by a third
+    /// (see the steal column).
+    #[arg(long, value_name = "N", default_value_t = 1)]
+    rounds: usize,
     /// `[pipeline] window` of the broker (default: the daemon's own default).
     #[arg(long, value_name = "N")]
     broker_window: Option<usize>,
@@ -839,6 +850,8 @@ struct Figures {
     cpu_generator_throughput: f64,
     /// Other messages the participants consumed in the throughput phase (receipts, notices).
     other_throughput: usize,
+    /// Share of the machine's CPU time the hypervisor took (steal) in the throughput phase.
+    steal: Option<f64>,
     offered: f64,
     achieved_rate: f64,
     latency_n: usize,
@@ -866,6 +879,19 @@ impl Figures {
         self.cpu_node_throughput
             .map(|n| self.us_per_referral(n + self.cpu_generator_throughput))
     }
+}
+
+/// The machine's CPU time from /proc/stat: (steal, total) in ticks.
+fn machine_ticks() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let line = stat.lines().next()?.strip_prefix("cpu ")?;
+    let f: Vec<u64> = line
+        .split_whitespace()
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    // user nice system idle iowait irq softirq steal [guest guest_nice: inside user/nice]
+    let total = f.iter().take(8).sum();
+    Some((*f.get(7)?, total))
 }
 
 /// The pid of the RabbitMQ node (`node.pid`, written by ops/rabbitmq/node beside its
@@ -928,6 +954,7 @@ async fn measure(args: &BenchE2eArgs, net: &BenchNet, pid: u32) -> anyhow::Resul
     let node0 = node.map(cpu_secs);
     let me0 = cpu_secs(me);
     let other0: usize = tracker.lock().other.values().sum();
+    let ticks0 = machine_ticks();
     let t0 = Instant::now();
     let runs = batches
         .iter()
@@ -945,6 +972,11 @@ async fn measure(args: &BenchE2eArgs, net: &BenchNet, pid: u32) -> anyhow::Resul
     f.cpu_throughput = cpu_secs(pid) - cpu0;
     f.cpu_node_throughput = node.zip(node0).map(|(p, c0)| cpu_secs(p) - c0);
     f.cpu_generator_throughput = cpu_secs(me) - me0;
+    f.steal = ticks0
+        .zip(machine_ticks())
+        .and_then(|((s0, t0), (s1, t1))| {
+            (t1 > t0).then(|| s1.saturating_sub(s0) as f64 / (t1 - t0) as f64)
+        });
     drop(batches);
 
     // Latency at a fixed offered load (open loop).
@@ -1005,8 +1037,8 @@ fn ms(d: Duration) -> String {
 }
 
 pub fn run(args: BenchE2eArgs) -> anyhow::Result<ExitCode> {
-    if args.referrals == 0 || args.rate <= 0.0 || args.latency_secs <= 0.0 {
-        bail!("--referrals, --rate and --latency-secs must be positive");
+    if args.referrals == 0 || args.rate <= 0.0 || args.latency_secs <= 0.0 || args.rounds == 0 {
+        bail!("--referrals, --rate, --latency-secs and --rounds must be positive");
     }
     let (root, remove) = match &args.dir {
         Some(d) => (d.clone(), false),
@@ -1030,8 +1062,12 @@ pub fn run(args: BenchE2eArgs) -> anyhow::Result<ExitCode> {
         .enable_all()
         .build()
         .context("starting the async runtime")?;
-    let mut results: Vec<(System, Figures)> = Vec::new();
-    for &system in &args.systems {
+    let mut results: Vec<(usize, System, Figures)> = Vec::new();
+    let runs = (1..=args.rounds).flat_map(|r| args.systems.iter().map(move |&s| (r, s)));
+    for (round, system) in runs {
+        if args.rounds > 1 {
+            println!("--- round {round} of {}", args.rounds);
+        }
         let net = BenchNet::new(system, &args, &root)?;
         let (mut child, log) = net.start(&args)?;
         println!(
@@ -1071,28 +1107,32 @@ pub fn run(args: BenchE2eArgs) -> anyhow::Result<ExitCode> {
             f.latency_n,
             f.other
         );
-        results.push((system, f));
+        results.push((round, system, f));
     }
     if remove {
         let _ = std::fs::remove_dir_all(&root);
     }
 
     println!();
-    if let Some((_, f)) = results.first() {
+    if let Some((_, _, f)) = results.first() {
         println!(
             "message mix: referrals of 1–20 items, mean body {:.0} bytes, {:.2} destinations per \
              referral on average, one in ten urgent, every message signed; 3 hotlines + 1 LEA",
             f.mean_bytes, f.mean_items_dests
         );
     }
+    let label = |round: usize, s: System| match args.rounds {
+        1 => s.name().to_owned(),
+        _ => format!("{} #{round}", s.name()),
+    };
     println!(
-        "{:<10} {:>12} {:>13} {:>9} {:>11} {:>11} {:>11}",
+        "{:<12} {:>12} {:>13} {:>9} {:>11} {:>11} {:>11}",
         "system", "referrals/s", "deliveries/s", "CPU s", "p50", "p99", "max"
     );
-    for (s, f) in &results {
+    for (round, s, f) in &results {
         println!(
-            "{:<10} {:>12.0} {:>13.0} {:>9.1} {:>11} {:>11} {:>11}",
-            s.name(),
+            "{:<12} {:>12.0} {:>13.0} {:>9.1} {:>11} {:>11} {:>11}",
+            label(*round, *s),
             f.per_sec(),
             f.deliveries as f64 / f.secs.max(1e-9),
             f.cpu_throughput,
@@ -1105,10 +1145,11 @@ pub fn run(args: BenchE2eArgs) -> anyhow::Result<ExitCode> {
     println!();
     println!("CPU per referral in the throughput phase (µs), on this machine's {cores} cores:");
     println!(
-        "{:<10} {:>9} {:>9} {:>10} {:>9} {:>13} {:>11}",
-        "system", "itself", "node", "generator", "total", "machine busy", "msgs/ref"
+        "{:<12} {:>9} {:>9} {:>10} {:>9} {:>13} {:>7} {:>9}",
+        "system", "itself", "node", "generator", "total", "machine busy", "steal", "msgs/ref"
     );
-    for (s, f) in &results {
+    let show = |v: Option<f64>, unit: &str| v.map_or("?".to_owned(), |v| format!("{v:.0}{unit}"));
+    for (round, s, f) in &results {
         let node = f.cpu_node_throughput.map(|n| f.us_per_referral(n));
         let total = f
             .others_us()
@@ -1118,25 +1159,39 @@ pub fn run(args: BenchE2eArgs) -> anyhow::Result<ExitCode> {
         // others the participants consumed (receipts, notices, status).
         let msgs =
             (f.referrals + f.deliveries + f.other_throughput) as f64 / f.referrals.max(1) as f64;
-        let show =
-            |v: Option<f64>, unit: &str| v.map_or("?".to_owned(), |v| format!("{v:.0}{unit}"));
         println!(
-            "{:<10} {:>9.0} {:>9} {:>10.0} {:>9} {:>13} {:>11}",
-            s.name(),
+            "{:<12} {:>9.0} {:>9} {:>10.0} {:>9} {:>13} {:>7} {:>9}",
+            label(*round, *s),
             f.us_per_referral(f.cpu_throughput),
             show(node, ""),
             f.us_per_referral(f.cpu_generator_throughput),
             show(total, ""),
             show(busy, " %"),
+            show(f.steal.map(|x| x * 100.0), " %"),
             format!("{msgs:.2}")
         );
     }
-    let get = |s: System| results.iter().find(|(x, _)| *x == s).map(|(_, f)| f);
-    if let (Some(b), Some(r)) = (get(System::Baseline), get(System::Broker)) {
+    println!();
+    let mut ratios = Vec::new();
+    for round in 1..=args.rounds {
+        let get = |s: System| {
+            results
+                .iter()
+                .find(|(r, x, _)| *r == round && *x == s)
+                .map(|(_, _, f)| f)
+        };
+        let (Some(b), Some(r)) = (get(System::Baseline), get(System::Broker)) else {
+            continue;
+        };
+        let ratio = r.per_sec() / b.per_sec().max(1e-9);
+        ratios.push(ratio);
+        let which = match args.rounds {
+            1 => String::new(),
+            _ => format!(" (round {round})"),
+        };
         println!(
-            "ratio broker/baseline: {:.2} (throughput; goal ≥ 0.8); broker p99 at {:.0}/s: {} \
-             (goal < 50 ms)",
-            r.per_sec() / b.per_sec().max(1e-9),
+            "ratio broker/baseline{which}: {ratio:.2} (throughput; goal ≥ 0.8); broker p99 at \
+             {:.0}/s: {} (goal < 50 ms)",
             r.offered,
             ms(r.p99)
         );
@@ -1145,14 +1200,29 @@ pub fn run(args: BenchE2eArgs) -> anyhow::Result<ExitCode> {
             .map(|o| o + b.us_per_referral(b.cpu_throughput));
         if let (Some(bt), Some(ro)) = (b_total, r.others_us()) {
             println!(
-                "bound on a saturated machine: the node and the generator alone use {ro:.0} µs \
-                 per referral with the broker against {bt:.0} µs for everything with the \
+                "  bound on a saturated machine: the node and the generator alone use {ro:.0} \
+                 µs per referral with the broker against {bt:.0} µs for everything with the \
                  baseline, so a broker costing nothing would reach ≈ {:.2}; at its measured \
                  cost, 0.8 needs it at ≤ {:.0} µs per referral",
                 bt / ro.max(1e-9),
                 (bt / 0.8 - ro).max(0.0)
             );
         }
+    }
+    if ratios.len() > 1 {
+        ratios.sort_by(f64::total_cmp);
+        let mid = ratios.len() / 2;
+        let median = if ratios.len() % 2 == 1 {
+            ratios[mid]
+        } else {
+            (ratios[mid - 1] + ratios[mid]) / 2.0
+        };
+        println!(
+            "ratio broker/baseline, median of {} rounds: {median:.2} (range {:.2}–{:.2})",
+            ratios.len(),
+            ratios[0],
+            ratios[ratios.len() - 1]
+        );
     }
     Ok(ExitCode::SUCCESS)
 }
