@@ -322,6 +322,13 @@ impl UrlMemory {
     }
 }
 
+/// A sighting as the index stored it under `h` before sightings moved to memory (tests
+/// build such an index).
+#[cfg(test)]
+pub(super) fn legacy_sighting_bytes(s: &HashSighting) -> Vec<u8> {
+    s.to_bytes()
+}
+
 /// The index database.
 pub(super) struct Index {
     db: sled::Db,

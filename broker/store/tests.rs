@@ -1192,13 +1192,13 @@ fn a_sigkill_leaves_the_url_table_a_rebuild_would_give() {
     }
 }
 
-/// An index written when hash sightings were kept in sled: `h` records (JSON, as the
-/// first versions wrote them), no `hashes_in_memory` in the meta record and no URL
-/// snapshot (it would hold them).
+/// An index written when hash sightings were kept in sled: `h` records (alternately in
+/// the binary layout of the last such version and in JSON, as the first ones wrote them),
+/// no `hashes_in_memory` in the meta record and no URL snapshot (it would hold them).
 fn make_hash_sightings_legacy(dir: &Path, sightings: &[(HashRef, HashSighting)]) {
     let _ = std::fs::remove_file(dir.join("index").join(urlsnap::FILE));
     let db = sled::open(dir.join("index")).unwrap();
-    for (h, s) in sightings {
+    for (i, (h, s)) in sightings.iter().enumerate() {
         let k = [
             b"h",
             h.algorithm.as_str().as_bytes(),
@@ -1206,7 +1206,11 @@ fn make_hash_sightings_legacy(dir: &Path, sightings: &[(HashRef, HashSighting)])
             h.value.as_bytes(),
         ]
         .concat();
-        db.insert(k, serde_json::to_vec(s).unwrap()).unwrap();
+        let v = match i % 2 {
+            0 => index::legacy_sighting_bytes(s),
+            _ => serde_json::to_vec(s).unwrap(),
+        };
+        db.insert(k, v).unwrap();
     }
     let mut meta: serde_json::Value =
         serde_json::from_slice(&db.get(b"m").unwrap().unwrap()).unwrap();
