@@ -700,16 +700,8 @@ impl Index {
         moved.insert(META, meta.to_bytes());
         self.db.apply_batch(moved).map_err(|e| self.err(e))?;
         self.flush()?;
-        let copy = urlsnap::Copy {
-            salt: self.url_salt(),
-            shards: (0..SHARDS)
-                .map(|i| (applied, self.url_copy_shard(i)))
-                .collect(),
-            time: Duration::ZERO,
-        };
-        match urlsnap::write(&self.path, &copy, || Ok(())) {
-            Ok(_) => *self.snapshot_seq() = Some(applied),
-            Err(e) => tracing::warn!("writing the URL snapshot failed: {e}"),
+        if let Err(e) = self.snapshot_at_open(applied) {
+            tracing::warn!("writing the URL snapshot failed: {e}");
         }
         self.remove_legacy_urls()
     }
@@ -739,21 +731,14 @@ impl Index {
                 sightings = moved,
                 "moving the hash sightings from the index to memory and the URL snapshot"
             );
-            let copy = urlsnap::Copy {
-                salt: self.url_salt(),
-                shards: (0..SHARDS)
-                    .map(|i| (applied, self.url_copy_shard(i)))
-                    .collect(),
-                time: Duration::ZERO,
-            };
-            urlsnap::write(&self.path, &copy, || Ok(())).map_err(|e| StoreError::Index {
-                path: self.path.clone(),
-                message: format!(
-                    "writing the URL snapshot that takes over the hash sightings from the \
-                     index: {e}"
-                ),
-            })?;
-            *self.snapshot_seq() = Some(applied);
+            self.snapshot_at_open(applied)
+                .map_err(|e| StoreError::Index {
+                    path: self.path.clone(),
+                    message: format!(
+                        "writing the URL snapshot that takes over the hash sightings from the \
+                         index: {e}"
+                    ),
+                })?;
             self.remove_prefix(HASH)?;
         }
         let mut meta = self.meta()?;
@@ -763,6 +748,21 @@ impl Index {
             .map_err(|e| self.err(e))?;
         self.flush()?;
         self.hashes_in_memory.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Writes the whole table as the snapshot at `applied`, while opening (nothing else
+    /// changes the table).
+    fn snapshot_at_open(&self, applied: u64) -> Result<(), String> {
+        let copy = urlsnap::Copy {
+            salt: self.url_salt(),
+            shards: (0..SHARDS)
+                .map(|i| (applied, self.url_copy_shard(i)))
+                .collect(),
+            time: Duration::ZERO,
+        };
+        urlsnap::write(&self.path, &copy, || Ok(()))?;
+        *self.snapshot_seq() = Some(applied);
         Ok(())
     }
 
