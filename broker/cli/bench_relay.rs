@@ -36,8 +36,7 @@
 //!   wrapper) and of this load generator: per referral, where the machine's cores went.
 //!   When the machine is saturated, throughput is its cores divided by the total CPU per
 //!   referral, so the node's and the generator's share bound the ratio whatever the system
-//!   under test costs; the summary prints that bound.
-//!
+//!   under test costs; the summary prints that bound;
 //! - the share of the machine's CPU time the hypervisor stole in the throughput phase
 //!   (`/proc/stat`): a round with a high steal measured a slower machine.
 //!
