@@ -235,17 +235,32 @@ impl Transport {
         }
     }
 
+    /// Resolves once the connection of `generation` is no longer the current one (lost,
+    /// replaced by a newer one, or the transport closed).
+    pub(crate) async fn left(&self, generation: u64) {
+        let mut rx = self.inner.link.subscribe();
+        let gone = |l: &Link| !matches!(l, Link::Up { generation: g, .. } if *g == generation);
+        // An error means the transport is gone: that is leaving too.
+        let _ = rx.wait_for(gone).await;
+    }
+
     /// A new raw channel on the current connection (waiting up to the connect timeout for
-    /// one). It does not survive a reconnection; prefer [`Transport::publisher`] and
-    /// [`Transport::consume`].
+    /// one, and as long again for the server to open it). It does not survive a
+    /// reconnection; prefer [`Transport::publisher`] and [`Transport::consume`].
     pub async fn open_channel(&self) -> Result<Channel, TransportError> {
-        let (conn, _) = self.current(self.inner.config.connect_timeout).await?;
-        conn.create_channel()
-            .await
-            .map_err(|source| TransportError::Amqp {
-                op: "opening a channel".to_owned(),
+        let wait = self.inner.config.connect_timeout;
+        let (conn, _) = self.current(wait).await?;
+        let op = "opening a channel";
+        match tokio::time::timeout(wait, conn.create_channel()).await {
+            Ok(opened) => opened.map_err(|source| TransportError::Amqp {
+                op: op.to_owned(),
                 source,
-            })
+            }),
+            Err(_) => Err(TransportError::Timeout {
+                op: op.to_owned(),
+                after: wait,
+            }),
+        }
     }
 
     /// A publisher with confirms; see [`Publisher`].

@@ -9,6 +9,9 @@
 //!   are redelivered by RabbitMQ (with `redelivered` set); deliveries still buffered from the
 //!   dead channel are dropped rather than handed out, and acknowledging one handed out just
 //!   before the loss fails harmlessly.
+//! - A subscription never waits forever: each step of subscribing waits at most the connect
+//!   timeout for the server, and a subscription whose connection was lost or replaced is
+//!   made again even if lapin's consumer stream did not end.
 //! - A refusal by the server (no read permission, no such queue) is returned as an error, both
 //!   from [`Transport::consume`](super::Transport::consume) and from `next` if it happens on
 //!   a resubscription; `next` returns `None` only once the transport is closed.
@@ -40,6 +43,20 @@ pub struct Consumer {
 struct Subscription {
     channel: Channel,
     consumer: lapin::Consumer,
+    /// The generation of the connection it was made on.
+    generation: u64,
+}
+
+/// `op`'s outcome, or [`TransportError::Timeout`] if the server did not answer within `wait`.
+async fn answered<T>(
+    wait: Duration,
+    op: String,
+    request: impl std::future::Future<Output = lapin::Result<T>>,
+) -> Result<T, TransportError> {
+    match tokio::time::timeout(wait, request).await {
+        Ok(outcome) => outcome.map_err(|source| TransportError::Amqp { op, source }),
+        Err(_) => Err(TransportError::Timeout { op, after: wait }),
+    }
 }
 
 impl std::fmt::Debug for Consumer {
@@ -68,28 +85,41 @@ impl Consumer {
         &self.queue
     }
 
+    /// Subscribes on the current connection. Each step waits at most the connect timeout
+    /// for the server's answer: a request sent on a connection that is dying may never get
+    /// one, and the subscription must then be made again on the next connection.
     async fn subscribe(&mut self) -> Result<(), TransportError> {
         let config = self.transport.config();
-        let (conn, _) = self.transport.current(config.connect_timeout).await?;
-        let amqp = |op: String| move |source| TransportError::Amqp { op, source };
-        let channel = conn
-            .create_channel()
-            .await
-            .map_err(amqp("opening a consuming channel".to_owned()))?;
-        channel
-            .basic_qos(config.prefetch, BasicQosOptions::default())
-            .await
-            .map_err(amqp(format!("setting prefetch {}", config.prefetch)))?;
-        let consumer = channel
-            .basic_consume(
+        let wait = config.connect_timeout;
+        let (conn, generation) = self.transport.current(wait).await?;
+        let channel = answered(
+            wait,
+            "opening a consuming channel".to_owned(),
+            conn.create_channel(),
+        )
+        .await?;
+        answered(
+            wait,
+            format!("setting prefetch {}", config.prefetch),
+            channel.basic_qos(config.prefetch, BasicQosOptions::default()),
+        )
+        .await?;
+        let consumer = answered(
+            wait,
+            format!("consuming queue {:?}", self.queue),
+            channel.basic_consume(
                 self.queue.as_str().into(),
                 "".into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
-            )
-            .await
-            .map_err(amqp(format!("consuming queue {:?}", self.queue)))?;
-        self.current = Some(Subscription { channel, consumer });
+            ),
+        )
+        .await?;
+        self.current = Some(Subscription {
+            channel,
+            consumer,
+            generation,
+        });
         Ok(())
     }
 
@@ -110,6 +140,12 @@ impl Consumer {
                         self.failed_last = true;
                         return Some(Err(e));
                     }
+                    Err(e @ TransportError::Timeout { .. }) => {
+                        // Sent on a connection that died meanwhile, most likely: try again.
+                        self.failed_last = true;
+                        warn!(queue = %self.queue, error = %e, "subscribing got no answer; trying again");
+                        continue;
+                    }
                     Err(e) => {
                         // Not connected yet, or lost again while subscribing: keep waiting.
                         self.failed_last = true;
@@ -121,7 +157,17 @@ impl Consumer {
             let Some(sub) = self.current.as_mut() else {
                 continue;
             };
-            match sub.consumer.next().await {
+            let next = tokio::select! {
+                next = sub.consumer.next() => next,
+                // The connection of this subscription is gone, and lapin's stream did not
+                // say so: what it still holds cannot be acked. Subscribe on the new one.
+                () = self.transport.left(sub.generation) => {
+                    warn!(queue = %self.queue, generation = sub.generation, "the connection of the subscription is gone and its consumer did not end; subscribing again");
+                    self.current = None;
+                    continue;
+                }
+            };
+            match next {
                 Some(Ok(delivery)) if sub.channel.status().connected() => {
                     return Some(Ok(Delivery { inner: delivery }));
                 }

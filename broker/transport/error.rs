@@ -212,6 +212,10 @@ pub enum TransportError {
         waited: Duration,
         last_error: String,
     },
+    /// An AMQP operation got no answer in time (e.g. sent on a connection that died in the
+    /// meantime); trying again on the next connection may well work.
+    #[error("{op}: no answer from the server within {after:?}")]
+    Timeout { op: String, after: Duration },
     #[error("the transport was closed")]
     Closed,
 }

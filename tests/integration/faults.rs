@@ -370,7 +370,10 @@ impl Collector {
                     }
                 }
                 let d = match consumer.next().await {
-                    None => return,
+                    None => {
+                        eprintln!("{at}: the inbox consumer ended (transport closed)");
+                        return;
+                    }
                     Some(Err(e)) => {
                         eprintln!("{at}: reading the inbox: {e}");
                         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -853,6 +856,7 @@ async fn sigkill_three_times_during_a_stream() {
         total.as_secs_f64(),
         n as f64 / total.as_secs_f64()
     );
+    explain_losses(&net, &ledger).await;
     let a = ledger.report_and_check("SIGKILL ×3");
     assert_eq!(kills.len(), 3, "three kills happened");
     assert_eq!(a.delivered_everywhere, n, "every referral is a valid one");
@@ -895,6 +899,7 @@ fn rabbitmq_node_stopped_and_started_mid_stream() {
     println!("{stdout}");
     if !out.status.success() {
         eprintln!("{stderr}");
+        print_node_log(&dir);
     }
     assert!(
         out.status.success(),
@@ -908,6 +913,30 @@ fn rabbitmq_node_stopped_and_started_mid_stream() {
     drop(node);
 }
 
+/// The warnings and errors of a private node's log (its directory is removed afterwards),
+/// without the forced closures every stop causes: for a failed test.
+fn print_node_log(node_dir: &Path) {
+    let Ok(files) = std::fs::read_dir(node_dir.join("log")) else {
+        return eprintln!("--- no node log in {}", node_dir.display());
+    };
+    for f in files.flatten() {
+        let text = std::fs::read_to_string(f.path()).unwrap_or_default();
+        let lines: Vec<&str> = text
+            .lines()
+            .filter(|l| l.contains("[warning]") || l.contains("[error]"))
+            .filter(|l| !l.contains("connection_forced") && !l.contains("Error on AMQP connection"))
+            .collect();
+        let tail = &lines[lines.len().saturating_sub(60)..];
+        eprintln!(
+            "--- node log {} ({} warnings and errors, the last {}):\n{}",
+            f.path().display(),
+            lines.len(),
+            tail.len(),
+            tail.join("\n")
+        );
+    }
+}
+
 /// Not a test of its own: the body of [`rabbitmq_node_stopped_and_started_mid_stream`], in a
 /// child process whose harness node is the private node named by [`NODE_CHILD_ENV`]. Returns
 /// at once otherwise.
@@ -916,6 +945,11 @@ async fn node_restart_child() {
     let Ok(node_dir) = std::env::var(NODE_CHILD_ENV) else {
         return;
     };
+    // What the participants' transports say about the outage (stderr, shown on failure).
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("referral_broker::transport=debug")
+        .with_writer(std::io::stderr)
+        .try_init();
     let n = env_usize("REFBROKER_FAULT_NODE_REFERRALS", DEFAULT_NODE_REFERRALS);
     let pki = std::env::var("REFBROKER_PKI_DIR").expect("REFBROKER_PKI_DIR");
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("ops/rabbitmq/node");
@@ -980,6 +1014,7 @@ async fn node_restart_child() {
         published.republished,
         total.as_secs_f64()
     );
+    explain_losses(&net, &ledger).await;
     let a = ledger.report_and_check("RabbitMQ node stop/start");
     assert_eq!(
         a.delivered_everywhere + a.rejected_with_notice,
@@ -994,6 +1029,87 @@ async fn node_restart_child() {
     let status = net.stop_broker();
     assert!(status.success(), "SIGTERM after the stream: {status}");
     audit_verify(&net);
+}
+
+/// When referrals were lost, prints what RabbitMQ and the daemon know of them (before the
+/// accounting fails): the depth of every queue of the vhost, and the daemon's log lines and
+/// audit entries that name the first few lost envelopes. Prints nothing otherwise.
+pub async fn explain_losses(net: &Network, ledger: &Ledger) {
+    let lost = ledger.accounting().lost;
+    if lost.is_empty() {
+        return;
+    }
+    let sample: Vec<String> = lost.iter().take(5).cloned().collect();
+    eprintln!(
+        "--- {} referrals lost; what is known of {sample:?}",
+        lost.len()
+    );
+    match Transport::connect(net.transport_config(&net.broker_id)).await {
+        Ok(as_broker) => {
+            let mut queues: Vec<String> = ["ingress", "parked", "quarantine"]
+                .iter()
+                .map(|q| q.to_string())
+                .collect();
+            queues.extend(net.members.values().map(|m| m.id.inbox_queue()));
+            for q in queues {
+                let depth = match as_broker.open_channel().await {
+                    Ok(ch) => {
+                        let declared = ch
+                            .queue_declare(
+                                q.as_str().into(),
+                                lapin::options::QueueDeclareOptions {
+                                    passive: true,
+                                    ..Default::default()
+                                },
+                                lapin::types::FieldTable::default(),
+                            )
+                            .await;
+                        let _ = ch.close(200, "done".into()).await;
+                        declared.map_or_else(
+                            |e| e.to_string(),
+                            |d| {
+                                format!(
+                                    "{} ready, {} consumers",
+                                    d.message_count(),
+                                    d.consumer_count()
+                                )
+                            },
+                        )
+                    }
+                    Err(e) => e.to_string(),
+                };
+                eprintln!("queue {q}: {depth}");
+            }
+            as_broker.close().await;
+        }
+        Err(e) => eprintln!("(cannot connect as the broker to read queue depths: {e})"),
+    }
+    let log = net.broker_log().unwrap_or_default();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| sample.iter().any(|id| l.contains(id.as_str())))
+        .take(40)
+        .collect();
+    for what in [
+        "returned us a message",
+        "publish failed",
+        "giving the message back",
+        "held",
+        "spill",
+        "replay",
+    ] {
+        let n = log.lines().filter(|l| l.contains(what)).count();
+        eprintln!("broker log lines containing {what:?}: {n}");
+    }
+    eprintln!("--- broker log lines naming them ({}):", lines.len());
+    for l in lines {
+        eprintln!("{l}");
+    }
+    let entries = net.entries_mentioning(&sample);
+    eprintln!("--- audit entries naming them ({}):", entries.len());
+    for e in entries.iter().take(60) {
+        eprintln!("{e}");
+    }
 }
 
 /// Messages ready in `queue` now (a passive declare over `transport`, whose user may read
@@ -1125,6 +1241,7 @@ async fn a_participant_that_stops_reading() {
         "nl's inbox while it did not read: {backlog} messages ready (it was sent \
          {to_nl_in_pause}; up to 64, the prefetch, were already in its client)"
     );
+    explain_losses(&net, &ledger).await;
     ledger.report_and_check("a participant stops reading");
     assert!(
         backlog as usize >= to_nl_in_pause.saturating_sub(64) * 9 / 10,
@@ -1338,6 +1455,7 @@ async fn store_disk_full() {
     let after = batch(&mut ledger, 50);
     publish_all(&fr.publisher, &after, None, Duration::from_secs(60), |_| {}).await;
     settle(&mut ledger, &mut rx, Duration::from_secs(1), |_| {}).await;
+    explain_losses(&net, &ledger).await;
     ledger.report_and_check("disk full");
     let resumed = net
         .broker_log()

@@ -30,8 +30,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use super::faults::{
-    Client, Got, Ledger, Outgoing, clients_and_collectors, env_usize, percentile, publish_all,
-    ready_in, settle, stream_referral,
+    Client, Got, Ledger, Outgoing, clients_and_collectors, env_usize, explain_losses, percentile,
+    publish_all, ready_in, settle, stream_referral,
 };
 use super::network::{Network, item, random_url, referral, shifted, wire_properties};
 use super::util::{Certs, Node, TestVhost};
@@ -215,6 +215,7 @@ async fn a_flood_of_invalid_messages_does_not_stop_the_valid_ones() {
         elapsed.as_secs_f64(),
         ledger.other_notices
     );
+    explain_losses(&net, &ledger).await;
     ledger.report_and_check("valid referrals during a flood");
     assert_eq!(lat.len(), valid_n, "a latency for every valid referral");
     // They flowed during the flood, not after it: most of the flood still waited.
@@ -358,6 +359,7 @@ async fn a_replayed_message_is_refused() {
 
     // Nothing was delivered a second time.
     settle(&mut ledger, &mut rx, Duration::from_secs(2), |_| {}).await;
+    explain_losses(&net, &ledger).await;
     ledger.report_and_check("replays");
     assert_eq!(
         ledger.second_copies, 0,
@@ -439,6 +441,7 @@ async fn a_message_signed_with_a_revoked_key_is_refused() {
     )
     .await;
     settle(&mut ledger, &mut rx, Duration::from_secs(1), |_| {}).await;
+    explain_losses(&net, &ledger).await;
     ledger.report_and_check("revoked and expired keys");
     println!(
         "revoked key (also backdated to 2020, before the revocation) and expired key: refused \

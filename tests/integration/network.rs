@@ -412,6 +412,31 @@ impl Drop for Network {
 }
 
 impl Network {
+    /// Every entry of the daemon's audit log whose text contains one of `needles` (an
+    /// envelope id, say), as stored: what the daemon recorded about them, for a failed test.
+    pub fn entries_mentioning(&self, needles: &[String]) -> Vec<String> {
+        let reader = match referral_broker::store::LogReader::open(&self.data_dir) {
+            Ok(r) => r,
+            Err(e) => return vec![format!("(no audit log to read: {e})")],
+        };
+        let entries = match reader.iter_from(referral_broker::store::Seq(0)) {
+            Ok(it) => it,
+            Err(e) => return vec![format!("(the audit log does not read: {e})")],
+        };
+        entries
+            .filter_map(|le| match le {
+                Ok(le) => {
+                    let line = String::from_utf8_lossy(&le.bytes).into_owned();
+                    needles
+                        .iter()
+                        .any(|n| line.contains(n.as_str()))
+                        .then_some(line)
+                }
+                Err(e) => Some(format!("(unreadable: {e})")),
+            })
+            .collect()
+    }
+
     /// The last `n` entries of the daemon's audit log, as stored (one JSON line each): what
     /// it decided, rejected and sent, for a failed test (the data directory is removed).
     fn print_log_tail(&self, n: usize) {
