@@ -162,7 +162,7 @@ impl Consumer {
                 // The connection of this subscription is gone, and lapin's stream did not
                 // say so: what it still holds cannot be acked. Subscribe on the new one.
                 () = self.transport.left(sub.generation) => {
-                    warn!(queue = %self.queue, generation = sub.generation, "the connection of the subscription is gone and its consumer did not end; subscribing again");
+                    warn!(queue = %self.queue, generation = sub.generation, "the connection of the subscription is gone and its consumer has not ended; subscribing again");
                     self.current = None;
                     continue;
                 }
