@@ -159,10 +159,11 @@ impl Consumer {
             };
             let next = tokio::select! {
                 next = sub.consumer.next() => next,
-                // The connection of this subscription is gone, and lapin's stream did not
-                // say so: what it still holds cannot be acked. Subscribe on the new one.
+                // The connection of this subscription is gone and lapin's stream has not said
+                // so (yet: usually its error comes at the same moment): what it still holds
+                // cannot be acked. Subscribe on the new one rather than rely on it ending.
                 () = self.transport.left(sub.generation) => {
-                    warn!(queue = %self.queue, generation = sub.generation, "the connection of the subscription is gone and its consumer has not ended; subscribing again");
+                    debug!(queue = %self.queue, generation = sub.generation, "the connection of the subscription is gone; subscribing again");
                     self.current = None;
                     continue;
                 }
