@@ -8,10 +8,12 @@
 //!   it subscribes again on the new connection. Deliveries not acknowledged before the loss
 //!   are redelivered by RabbitMQ (with `redelivered` set); deliveries still buffered from the
 //!   dead channel are dropped rather than handed out, and acknowledging one handed out just
-//!   before the loss fails harmlessly.
+//!   before the loss fails harmlessly ([`TransportError::ChannelClosed`]: lapin itself
+//!   reports success without sending it).
 //! - A subscription never waits forever: each step of subscribing waits at most the connect
 //!   timeout for the server, and a subscription whose connection was lost or replaced is
-//!   made again even if lapin's consumer stream did not end.
+//!   made again even if lapin's consumer stream did not end. An ack, nack or reject waits
+//!   at most [`SETTLE_WAIT`], then fails (the message will be redelivered).
 //! - A refusal by the server (no read permission, no such queue) is returned as an error, both
 //!   from [`Transport::consume`](super::Transport::consume) and from `next` if it happens on
 //!   a resubscription; `next` returns `None` only once the transport is closed.
@@ -28,6 +30,10 @@ use tracing::{debug, warn};
 
 use super::connection::Transport;
 use super::error::TransportError;
+
+/// Longest wait for an ack, nack or reject to be handed to the connection (none of them has
+/// a reply: a longer wait means the connection is dying, and RabbitMQ will redeliver).
+const SETTLE_WAIT: Duration = Duration::from_secs(10);
 
 /// Pause before subscribing again after a failed subscription.
 const RESUBSCRIBE_PAUSE: Duration = Duration::from_millis(250);
@@ -245,24 +251,36 @@ impl Delivery {
             .and_then(|h| h.inner().get(name))
     }
 
-    fn ack_error(&self, what: &str, source: lapin::Error) -> TransportError {
-        TransportError::Amqp {
-            op: format!(
+    /// Waits at most [`SETTLE_WAIT`] for `settle` (an ack, nack or reject) to be handed to
+    /// the connection. An error, no answer, or lapin declining to send it (the channel is
+    /// gone) is an `Err`: RabbitMQ will deliver the message again.
+    async fn settled(
+        &self,
+        what: &str,
+        settle: impl std::future::Future<Output = lapin::Result<bool>>,
+    ) -> Result<(), TransportError> {
+        let op = || {
+            format!(
                 "{what} delivery {} of queue-bound message (it will be redelivered)",
                 self.inner.delivery_tag
-            ),
-            source,
+            )
+        };
+        match tokio::time::timeout(SETTLE_WAIT, settle).await {
+            Ok(Ok(true)) => Ok(()),
+            // lapin's answer for a delivery of a channel that is gone.
+            Ok(Ok(false)) => Err(TransportError::ChannelClosed { op: op() }),
+            Ok(Err(source)) => Err(TransportError::Amqp { op: op(), source }),
+            Err(_) => Err(TransportError::Timeout {
+                op: op(),
+                after: SETTLE_WAIT,
+            }),
         }
     }
 
     /// Acknowledges: RabbitMQ forgets the message.
     pub async fn ack(&self) -> Result<(), TransportError> {
-        self.inner
-            .acker
-            .ack(BasicAckOptions::default())
-            .await
-            .map(drop)
-            .map_err(|e| self.ack_error("acknowledging", e))
+        let acked = self.inner.acker.ack(BasicAckOptions::default());
+        self.settled("acknowledging", acked).await
     }
 
     /// Negative acknowledgement; `requeue: false` dead-letters it (to `parked`).
@@ -271,22 +289,14 @@ impl Delivery {
             multiple: false,
             requeue,
         };
-        self.inner
-            .acker
-            .nack(options)
-            .await
-            .map(drop)
-            .map_err(|e| self.ack_error("nacking", e))
+        let nacked = self.inner.acker.nack(options);
+        self.settled("nacking", nacked).await
     }
 
     /// Rejects; `requeue: false` dead-letters it (to `parked`).
     pub async fn reject(&self, requeue: bool) -> Result<(), TransportError> {
-        self.inner
-            .acker
-            .reject(BasicRejectOptions { requeue })
-            .await
-            .map(drop)
-            .map_err(|e| self.ack_error("rejecting", e))
+        let rejected = self.inner.acker.reject(BasicRejectOptions { requeue });
+        self.settled("rejecting", rejected).await
     }
 
     /// The lapin delivery, for what this type does not expose.

@@ -216,6 +216,10 @@ pub enum TransportError {
     /// meantime); trying again on the next connection may well work.
     #[error("{op}: no answer from the server within {after:?}")]
     Timeout { op: String, after: Duration },
+    /// An ack, nack or reject that lapin did not send: the delivery's channel is closed (or it
+    /// was settled already). RabbitMQ will deliver the message again.
+    #[error("{op}: not sent, its channel is closed")]
+    ChannelClosed { op: String },
     #[error("the transport was closed")]
     Closed,
 }

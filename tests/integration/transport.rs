@@ -511,6 +511,9 @@ async fn broker_survives_forced_close() {
     let mut seen = BTreeSet::new();
     let first: BTreeSet<String> = before[..30].iter().cloned().collect();
     let mut deliveries = receive_all(&mut ingress, &first, &mut seen).await;
+    // One more, taken before the break and acknowledged after it.
+    let held = next(&mut ingress).await;
+    deliveries += 1;
 
     let generation = broker
         .wait_connected(Duration::from_secs(1))
@@ -524,6 +527,12 @@ async fn broker_survives_forced_close() {
         .await
         .expect("reconnects by itself");
     let took = cut.elapsed();
+    // Its channel is gone: the ack is not sent, and says so (lapin reports success).
+    let late = held.ack().await;
+    assert!(
+        matches!(late, Err(TransportError::ChannelClosed { .. })),
+        "an ack on the lost channel fails: {late:?}"
+    );
 
     // The same consumer resumes; everything confirmed before the break arrives, and what is
     // published after it too.
