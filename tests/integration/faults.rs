@@ -1052,31 +1052,9 @@ pub async fn explain_losses(net: &Network, ledger: &Ledger) {
                 .collect();
             queues.extend(net.members.values().map(|m| m.id.inbox_queue()));
             for q in queues {
-                let depth = match as_broker.open_channel().await {
-                    Ok(ch) => {
-                        let declared = ch
-                            .queue_declare(
-                                q.as_str().into(),
-                                lapin::options::QueueDeclareOptions {
-                                    passive: true,
-                                    ..Default::default()
-                                },
-                                lapin::types::FieldTable::default(),
-                            )
-                            .await;
-                        let _ = ch.close(200, "done".into()).await;
-                        declared.map_or_else(
-                            |e| e.to_string(),
-                            |d| {
-                                format!(
-                                    "{} ready, {} consumers",
-                                    d.message_count(),
-                                    d.consumer_count()
-                                )
-                            },
-                        )
-                    }
-                    Err(e) => e.to_string(),
+                let depth = match queue_counts(&as_broker, &q).await {
+                    Ok((ready, consumers)) => format!("{ready} ready, {consumers} consumers"),
+                    Err(e) => e,
                 };
                 eprintln!("queue {q}: {depth}");
             }
@@ -1115,10 +1093,15 @@ pub async fn explain_losses(net: &Network, ledger: &Ledger) {
 /// Messages ready in `queue` now (a passive declare over `transport`, whose user may read
 /// it: exact, unlike `rabbitmqctl list_queues`, whose figures lag by the statistics interval).
 pub async fn ready_in(transport: &Transport, queue: &str) -> u32 {
-    let channel = transport
-        .open_channel()
+    queue_counts(transport, queue)
         .await
-        .expect("a channel for a passive declare");
+        .unwrap_or_else(|e| panic!("passive declare of {queue}: {e}"))
+        .0
+}
+
+/// (messages ready, consumers) of `queue` now, by a passive declare over `transport`.
+pub async fn queue_counts(transport: &Transport, queue: &str) -> Result<(u32, u32), String> {
+    let channel = transport.open_channel().await.map_err(|e| e.to_string())?;
     let q = channel
         .queue_declare(
             queue.into(),
@@ -1128,10 +1111,10 @@ pub async fn ready_in(transport: &Transport, queue: &str) -> u32 {
             },
             lapin::types::FieldTable::default(),
         )
-        .await
-        .unwrap_or_else(|e| panic!("passive declare of {queue}: {e}"));
+        .await;
     let _ = channel.close(200, "done".into()).await;
-    q.message_count()
+    let q = q.map_err(|e| e.to_string())?;
+    Ok((q.message_count(), q.consumer_count()))
 }
 
 /// One hotline (nl) stops reading its inbox for a while: its backlog grows in RabbitMQ,
