@@ -250,17 +250,7 @@ impl Transport {
     pub async fn open_channel(&self) -> Result<Channel, TransportError> {
         let wait = self.inner.config.connect_timeout;
         let (conn, _) = self.current(wait).await?;
-        let op = "opening a channel";
-        match tokio::time::timeout(wait, conn.create_channel()).await {
-            Ok(opened) => opened.map_err(|source| TransportError::Amqp {
-                op: op.to_owned(),
-                source,
-            }),
-            Err(_) => Err(TransportError::Timeout {
-                op: op.to_owned(),
-                after: wait,
-            }),
-        }
+        answered(wait, "opening a channel".to_owned(), conn.create_channel()).await
     }
 
     /// A publisher with confirms; see [`Publisher`].
@@ -281,6 +271,18 @@ impl Transport {
         let mut rx = self.inner.link.subscribe();
         let closed = rx.wait_for(|l| matches!(l, Link::Closed));
         let _ = tokio::time::timeout(Duration::from_secs(5), closed).await;
+    }
+}
+
+/// `op`'s outcome, or [`TransportError::Timeout`] if the server did not answer within `wait`.
+pub(crate) async fn answered<T>(
+    wait: Duration,
+    op: String,
+    request: impl std::future::Future<Output = lapin::Result<T>>,
+) -> Result<T, TransportError> {
+    match tokio::time::timeout(wait, request).await {
+        Ok(outcome) => outcome.map_err(|source| TransportError::Amqp { op, source }),
+        Err(_) => Err(TransportError::Timeout { op, after: wait }),
     }
 }
 

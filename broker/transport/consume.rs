@@ -28,7 +28,7 @@ use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel};
 use tracing::{debug, warn};
 
-use super::connection::Transport;
+use super::connection::{Transport, answered};
 use super::error::TransportError;
 
 /// Longest wait for an ack, nack or reject to be handed to the connection (none of them has
@@ -51,18 +51,6 @@ struct Subscription {
     consumer: lapin::Consumer,
     /// The generation of the connection it was made on.
     generation: u64,
-}
-
-/// `op`'s outcome, or [`TransportError::Timeout`] if the server did not answer within `wait`.
-async fn answered<T>(
-    wait: Duration,
-    op: String,
-    request: impl std::future::Future<Output = lapin::Result<T>>,
-) -> Result<T, TransportError> {
-    match tokio::time::timeout(wait, request).await {
-        Ok(outcome) => outcome.map_err(|source| TransportError::Amqp { op, source }),
-        Err(_) => Err(TransportError::Timeout { op, after: wait }),
-    }
 }
 
 impl std::fmt::Debug for Consumer {
